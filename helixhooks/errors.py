@@ -1,0 +1,168 @@
+"""The exception hierarchy: every error names the plugin, what is at fault, and what to do."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class HelixError(Exception):
+    """Base of every helixhooks error.
+
+    ``plugin`` is the plugin at fault (None when no single plugin is), ``path`` the file or
+    constraint involved, ``hint`` what the user can do about it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        plugin: str | None = None,
+        path: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.message = message
+        self.plugin = plugin
+        self.path = path
+        self.hint = hint
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        text = f"plugin {self.plugin!r}: {self.message}" if self.plugin else self.message
+        if self.path:
+            text += f" [{self.path}]"
+        if self.hint:
+            text += f" (fix: {self.hint})"
+        return text
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only constructors do not survive pickling by default; errors cross threads and
+        # processes, so keep them reconstructible.
+        return (_rebuild, (type(self), self.__dict__.copy()))
+
+
+def _rebuild(cls: type[HelixError], state: dict[str, object]) -> HelixError:
+    err = cls.__new__(cls)
+    err.__dict__.update(state)
+    Exception.__init__(err, err._render())
+    return err
+
+
+class ManifestError(HelixError):
+    """A manifest (plugin.toml, PLUGIN_INFO, distribution metadata) or config file is invalid."""
+
+
+class VersionError(HelixError):
+    """A version or constraint string cannot be parsed; ``text`` is the offending string."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        text: str = "",
+        plugin: str | None = None,
+        path: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.text = text
+        super().__init__(message, plugin=plugin, path=path, hint=hint)
+
+
+class DependencyError(HelixError):
+    """Dependencies cannot be satisfied."""
+
+
+class MissingDependency(DependencyError):
+    """``plugin`` needs ``dependency``, which is not present."""
+
+    def __init__(self, plugin: str, dependency: str, constraint: str | None = None) -> None:
+        self.dependency = dependency
+        self.constraint = constraint
+        wanted = f"{dependency} {constraint}" if constraint else dependency
+        super().__init__(
+            f"needs {wanted!r}, which is not available",
+            plugin=plugin,
+            hint=f"install or add the plugin {dependency!r}, or remove it from dependencies",
+        )
+
+
+class CyclicDependency(DependencyError):
+    """The plugins in ``cycle`` depend on each other in a loop; ``cycle`` ends where it starts."""
+
+    def __init__(self, cycle: Sequence[str]) -> None:
+        self.cycle = list(cycle)
+        super().__init__(
+            "dependency cycle: " + " -> ".join(self.cycle),
+            plugin=self.cycle[0] if self.cycle else None,
+            hint="break the cycle by removing one of these dependencies",
+        )
+
+
+class VersionConflict(DependencyError):
+    """``plugin`` requires ``dependency`` matching ``constraint`` but ``found`` is present."""
+
+    def __init__(self, plugin: str, dependency: str, constraint: str, found: str) -> None:
+        self.dependency = dependency
+        self.constraint = constraint
+        self.found = found
+        super().__init__(
+            f"requires {dependency} {constraint!r} but version {found} is present",
+            plugin=plugin,
+            path=constraint,
+            hint=f"install a version of {dependency!r} matching {constraint!r}, "
+            f"or relax the constraint",
+        )
+
+
+class LoadError(HelixError):
+    """A plugin's code could not be imported or its hookimpls do not fit the host's hookspecs."""
+
+
+class LifecycleError(HelixError):
+    """An invalid lifecycle transition, or a plugin's init/start/stop raised."""
+
+
+class PluginTimeout(HelixError):
+    """A plugin took longer than its time limit in ``phase``."""
+
+    def __init__(
+        self, plugin: str, phase: str, timeout: float, *, hint: str | None = None
+    ) -> None:
+        self.phase = phase
+        self.timeout = timeout
+        super().__init__(
+            f"{phase} did not finish within {timeout:g}s",
+            plugin=plugin,
+            hint=hint or f"make {phase} faster, or raise the time limit in the host's Config",
+        )
+
+
+class PermissionDenied(HelixError):
+    """A plugin tried to use a permission it was not granted."""
+
+    def __init__(
+        self, plugin: str, permission: str, target: str | None = None, *, hint: str | None = None
+    ) -> None:
+        self.permission = permission
+        self.target = target
+        what = f"{permission}={target}" if target else permission
+        super().__init__(
+            f"permission {what!r} denied",
+            plugin=plugin,
+            hint=hint or f"declare {what!r} in the plugin's permissions and have the host grant it",
+        )
+
+
+class ReloadError(HelixError):
+    """A hot reload failed and was rolled back; the old version keeps serving."""
+
+
+class SandboxError(HelixError):
+    """The process sandbox failed."""
+
+
+class WorkerCrashed(SandboxError):
+    """A plugin's worker process died."""
+
+
+class ResourceExceeded(SandboxError):
+    """A plugin's worker process went over a resource limit."""

@@ -1,0 +1,341 @@
+"""What a plugin is: its manifest (PluginInfo), its lifecycle state and the context it is handed."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from importlib.metadata import EntryPoint
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+import pluggy
+
+from .errors import ManifestError, VersionError
+from .versioning import parse_constraint, parse_version
+
+NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,127}")
+# The name is greedy: a constraint must be set off by spaces or start with an operator.
+_DEPENDENCY = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_.\-]{0,127})(?:\s+|(?=[\^~<>=!*|])|$)(.*)", re.S)
+_ENTRY = re.compile(r"[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?")
+
+PERMISSION_NAMES = frozenset({"net", "network", "read", "write", "env", "run", "ffi", "sys"})
+ISOLATION_MODES = ("inprocess", "process")
+
+
+class PluginState(enum.Enum):
+    """Where a plugin is in its life; see lifecycle.TRANSITIONS for the allowed moves."""
+
+    DISCOVERED = "discovered"
+    RESOLVED = "resolved"
+    LOADED = "loaded"
+    INITIALIZED = "initialized"
+    STARTED = "started"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    UNLOADED = "unloaded"
+
+
+@attrs.frozen
+class Dependency:
+    """One ``dependencies`` entry: a plugin name and an optional version constraint."""
+
+    name: str
+    constraint: str | None = None
+
+    @classmethod
+    def parse(cls, text: str, *, plugin: str | None = None) -> Dependency:
+        """Parse ``"name"``, ``"name ^1.2"`` or ``"name>=1,<2"``; a bad entry is a ManifestError."""
+        match = _DEPENDENCY.fullmatch(text) if isinstance(text, str) else None
+        if match is None or not match.group(1):
+            raise ManifestError(
+                f"dependency entry {text!r} is not 'name' or 'name constraint'",
+                plugin=plugin,
+                hint="write entries like 'tokenizer' or 'tokenizer ^1.0' or 'cache >=2,<3'",
+            )
+        name, rest = match.group(1), match.group(2).strip()
+        if not rest:
+            return cls(name)
+        try:
+            parse_constraint(rest)
+        except VersionError as exc:
+            raise ManifestError(
+                f"dependency {name!r} has an invalid constraint {rest!r}: {exc.message}",
+                plugin=plugin,
+                hint="use an npm range (^1.2, ~1.2.3, >=1 <2) or a PEP 440 specifier (>=1,<2)",
+            ) from exc
+        return cls(name, rest)
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.constraint}" if self.constraint else self.name
+
+
+def _tuple_of_str(value: Iterable[str] | str) -> tuple[str, ...]:
+    # A bare string would otherwise be split into characters.
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return dict(value or {})
+
+
+@attrs.frozen
+class PluginInfo:
+    """A plugin's manifest: everything known about it without importing its code."""
+
+    name: str
+    version: str
+    description: str = ""
+    author: str = ""
+    dependencies: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
+    capabilities: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
+    permissions: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
+    requires: str | None = None
+    isolation: str = "inprocess"
+    entry: str | None = None
+    config: Mapping[str, Any] = attrs.field(
+        factory=dict, converter=_frozen_mapping, hash=False
+    )
+
+    def __attrs_post_init__(self) -> None:
+        self._check_strings()
+        name = self.name
+        if not NAME_PATTERN.fullmatch(name):
+            raise ManifestError(
+                f"name {name!r} is not a valid plugin name",
+                plugin=name or None,
+                hint="use letters, digits, '_', '-' and '.', starting with a letter or '_'",
+            )
+        try:
+            parse_version(self.version)
+        except VersionError as exc:
+            raise ManifestError(
+                f"version {self.version!r} is not a valid version: {exc.message}",
+                plugin=name,
+                hint="use SemVer (1.2.3) or PEP 440 (1.2, 1.0rc1)",
+            ) from exc
+        for entry in self.dependencies:
+            Dependency.parse(entry, plugin=name)
+        for permission in self.permissions:
+            kind = permission.split("=", 1)[0]
+            if kind not in PERMISSION_NAMES:
+                raise ManifestError(
+                    f"unknown permission {permission!r}",
+                    plugin=name,
+                    hint="use one of " + ", ".join(sorted(PERMISSION_NAMES)),
+                )
+        if self.requires is not None:
+            try:
+                parse_constraint(self.requires)
+            except VersionError as exc:
+                raise ManifestError(
+                    f"requires {self.requires!r} is not a valid constraint: {exc.message}",
+                    plugin=name,
+                    hint="give the helixhooks API versions as a range, e.g. '>=0.1'",
+                ) from exc
+        if self.isolation not in ISOLATION_MODES:
+            raise ManifestError(
+                f"isolation {self.isolation!r} is not one of {ISOLATION_MODES}",
+                plugin=name,
+                hint="set isolation to 'inprocess' or 'process'",
+            )
+        if self.entry is not None and not _ENTRY.fullmatch(self.entry):
+            raise ManifestError(
+                f"entry {self.entry!r} is not 'module' or 'module:attribute'",
+                plugin=name,
+                hint="write entry like 'plugin' or 'plugin:Analyzer'",
+            )
+
+    def _check_strings(self) -> None:
+        for field in ("name", "version", "description", "author", "isolation"):
+            value = getattr(self, field)
+            if not isinstance(value, str):
+                raise ManifestError(
+                    f"{field} must be a string, not {type(value).__name__}",
+                    plugin=self.name if isinstance(self.name, str) else None,
+                    hint=f"quote the {field} value in the manifest",
+                )
+        for field in ("requires", "entry"):
+            value = getattr(self, field)
+            if value is not None and not isinstance(value, str):
+                raise ManifestError(
+                    f"{field} must be a string, not {type(value).__name__}",
+                    plugin=self.name,
+                    hint=f"quote the {field} value in the manifest",
+                )
+        for field in ("dependencies", "capabilities", "permissions"):
+            for item in getattr(self, field):
+                if not isinstance(item, str):
+                    raise ManifestError(
+                        f"{field} must be a list of strings; {item!r} is not a string",
+                        plugin=self.name,
+                        hint=f"write {field} as a list of quoted strings",
+                    )
+        if not isinstance(self.config, Mapping):
+            raise ManifestError(
+                "config must be a table", plugin=self.name, hint="write [config] as a TOML table"
+            )
+
+    @property
+    def parsed_dependencies(self) -> tuple[Dependency, ...]:
+        return tuple(Dependency.parse(entry, plugin=self.name) for entry in self.dependencies)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, source: str | None = None) -> PluginInfo:
+        """Build from a manifest table; an unknown key or a missing name/version is an error."""
+        if not isinstance(data, Mapping):
+            raise ManifestError(
+                f"manifest must be a table, not {type(data).__name__}",
+                path=source,
+                hint="write the manifest as a [plugin] table",
+            )
+        name = data.get("name")
+        plugin = name if isinstance(name, str) else None
+        unknown = sorted(set(data) - _FIELDS)
+        if unknown:
+            raise ManifestError(
+                f"unknown manifest key(s): {', '.join(unknown)}",
+                plugin=plugin,
+                path=source,
+                hint="known keys are " + ", ".join(sorted(_FIELDS)),
+            )
+        for required in ("name", "version"):
+            if required not in data:
+                raise ManifestError(
+                    f"manifest has no {required!r}",
+                    plugin=plugin,
+                    path=source,
+                    hint=f"add {required} = \"...\" to the manifest",
+                )
+        for field in ("dependencies", "capabilities", "permissions"):
+            value = data.get(field, ())
+            if not isinstance(value, (list, tuple)):
+                raise ManifestError(
+                    f"{field} must be a list of strings, not {type(value).__name__}",
+                    plugin=plugin,
+                    path=source,
+                    hint=f'write {field} = ["..."]',
+                )
+        try:
+            return cls(**dict(data))
+        except ManifestError as exc:
+            if source and exc.path is None:
+                raise ManifestError(
+                    exc.message, plugin=exc.plugin, path=source, hint=exc.hint
+                ) from exc
+            raise
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data that from_mapping reads back to an equal PluginInfo."""
+        out: dict[str, Any] = {"name": self.name, "version": self.version}
+        for field in attrs.fields(PluginInfo):
+            if field.name in out:
+                continue
+            value = getattr(self, field.name)
+            if value == field.default or (field.name == "config" and not value):
+                continue
+            if isinstance(value, tuple):
+                value = list(value)
+            elif field.name == "config":
+                value = dict(value)
+            out[field.name] = value
+        return out
+
+
+_FIELDS = frozenset(field.name for field in attrs.fields(PluginInfo))
+
+
+@attrs.frozen
+class PluginContext:
+    """What a plugin's lifecycle hooks are handed: its identity, merged config and a logger.
+
+    ``hook`` is the host's hook relay, so a plugin can call the capabilities of the plugins it
+    depends on (which are started before it).
+    """
+
+    name: str
+    version: str
+    config: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping, hash=False)
+    path: Path | None = None
+    hook: pluggy.HookRelay | None = attrs.field(default=None, eq=False, hash=False, repr=False)
+    logger: logging.Logger = attrs.field(eq=False, hash=False)
+
+    @logger.default
+    def _logger(self) -> logging.Logger:
+        return logging.getLogger(f"helixhooks.plugin.{self.name}")
+
+
+TRANSITIONS: Mapping[PluginState, frozenset[PluginState]] = {
+    PluginState.DISCOVERED: frozenset(
+        {PluginState.RESOLVED, PluginState.LOADED, PluginState.FAILED, PluginState.UNLOADED}
+    ),
+    PluginState.RESOLVED: frozenset({PluginState.LOADED, PluginState.FAILED, PluginState.UNLOADED}),
+    PluginState.LOADED: frozenset(
+        {PluginState.INITIALIZED, PluginState.FAILED, PluginState.UNLOADED}
+    ),
+    PluginState.INITIALIZED: frozenset(
+        {PluginState.STARTED, PluginState.STOPPED, PluginState.FAILED, PluginState.UNLOADED}
+    ),
+    PluginState.STARTED: frozenset({PluginState.STOPPED, PluginState.FAILED}),
+    PluginState.STOPPED: frozenset(
+        {PluginState.STARTED, PluginState.INITIALIZED, PluginState.FAILED, PluginState.UNLOADED}
+    ),
+    # A failed plugin may be retried (re-init, or re-load after its files change) or dropped.
+    PluginState.FAILED: frozenset(
+        {PluginState.LOADED, PluginState.INITIALIZED, PluginState.STOPPED, PluginState.UNLOADED}
+    ),
+    PluginState.UNLOADED: frozenset(),
+}
+
+
+@attrs.frozen
+class PluginEvent:
+    """Something that happened to a plugin, as delivered to PluginSystem.subscribe callbacks.
+
+    kind: loaded, started, stopped, failed, reloaded, reload_failed, unloaded,
+    permission_denied, worker_crashed (and health_failed, restarted from the health monitor).
+    """
+
+    kind: str
+    name: str
+    version: str | None = None
+    error: BaseException | None = attrs.field(default=None, eq=False)
+    duration: float | None = None
+
+
+@attrs.frozen
+class Problem:
+    """A plugin that could not be discovered, resolved or loaded, and why."""
+
+    source: str
+    name: str | None
+    reason: str
+    error: BaseException | None = attrs.field(default=None, eq=False, repr=False)
+
+
+CandidateKind = Literal["directory", "file", "entry_point"]
+
+
+@attrs.frozen
+class PluginCandidate:
+    """A discovered plugin, not yet imported.
+
+    ``source`` is the plugin's directory (kind "directory"), its .py file ("file"), or the
+    entry point ("entry_point"); ``distribution`` names the installed distribution of an entry point.
+    """
+
+    info: PluginInfo
+    source: Path | EntryPoint
+    kind: CandidateKind
+    distribution: str | None = None
+
+    @property
+    def location(self) -> str:
+        """Where the plugin comes from, for messages."""
+        if isinstance(self.source, EntryPoint):
+            return f"entry point {self.source.group}:{self.source.name} = {self.source.value}"
+        return str(self.source)
