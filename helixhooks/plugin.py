@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import enum
 import logging
-from importlib.metadata import EntryPoint
 import re
 from collections.abc import Iterable, Mapping
+from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any, Literal
 
@@ -97,8 +97,11 @@ class PluginInfo:
     requires: str | None = None
     isolation: str = "inprocess"
     entry: str | None = None
-    config: Mapping[str, Any] = attrs.field(
-        factory=dict, converter=_frozen_mapping, hash=False
+    config: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping, hash=False)
+    # Validation parses every entry anyway; keeping the result saves the resolver re-parsing
+    # tens of thousands of entries on a large graph.
+    _parsed_dependencies: tuple[Dependency, ...] = attrs.field(
+        init=False, eq=False, repr=False, hash=False
     )
 
     def __attrs_post_init__(self) -> None:
@@ -118,8 +121,11 @@ class PluginInfo:
                 plugin=name,
                 hint="use SemVer (1.2.3) or PEP 440 (1.2, 1.0rc1)",
             ) from exc
-        for entry in self.dependencies:
-            Dependency.parse(entry, plugin=name)
+        object.__setattr__(
+            self,
+            "_parsed_dependencies",
+            tuple(Dependency.parse(entry, plugin=name) for entry in self.dependencies),
+        )
         for permission in self.permissions:
             kind = permission.split("=", 1)[0]
             if kind not in PERMISSION_NAMES:
@@ -182,7 +188,7 @@ class PluginInfo:
 
     @property
     def parsed_dependencies(self) -> tuple[Dependency, ...]:
-        return tuple(Dependency.parse(entry, plugin=self.name) for entry in self.dependencies)
+        return self._parsed_dependencies
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, source: str | None = None) -> PluginInfo:
@@ -195,7 +201,7 @@ class PluginInfo:
             )
         name = data.get("name")
         plugin = name if isinstance(name, str) else None
-        unknown = sorted(set(data) - _FIELDS)
+        unknown = sorted(str(key) for key in set(data) - _FIELDS)
         if unknown:
             raise ManifestError(
                 f"unknown manifest key(s): {', '.join(unknown)}",
@@ -209,7 +215,7 @@ class PluginInfo:
                     f"manifest has no {required!r}",
                     plugin=plugin,
                     path=source,
-                    hint=f"add {required} = \"...\" to the manifest",
+                    hint=f'add {required} = "..." to the manifest',
                 )
         for field in ("dependencies", "capabilities", "permissions"):
             value = data.get(field, ())
@@ -220,6 +226,13 @@ class PluginInfo:
                     path=source,
                     hint=f'write {field} = ["..."]',
                 )
+        if not isinstance(data.get("config", {}), Mapping):
+            raise ManifestError(
+                "config must be a table",
+                plugin=plugin,
+                path=source,
+                hint="write the plugin's defaults as a [config] table",
+            )
         try:
             return cls(**dict(data))
         except ManifestError as exc:
@@ -233,7 +246,7 @@ class PluginInfo:
         """Plain data that from_mapping reads back to an equal PluginInfo."""
         out: dict[str, Any] = {"name": self.name, "version": self.version}
         for field in attrs.fields(PluginInfo):
-            if field.name in out:
+            if field.name in out or not field.init:
                 continue
             value = getattr(self, field.name)
             if value == field.default or (field.name == "config" and not value):
@@ -246,7 +259,7 @@ class PluginInfo:
         return out
 
 
-_FIELDS = frozenset(field.name for field in attrs.fields(PluginInfo))
+_FIELDS = frozenset(field.name for field in attrs.fields(PluginInfo) if field.init)
 
 
 @attrs.frozen
@@ -297,7 +310,8 @@ class PluginEvent:
     """Something that happened to a plugin, as delivered to PluginSystem.subscribe callbacks.
 
     kind: loaded, started, stopped, failed, reloaded, reload_failed, unloaded,
-    permission_denied, worker_crashed (and health_failed, restarted from the health monitor).
+    permission_denied, worker_crashed, held_back (a dependency failed), and health_failed,
+    restarted from the health monitor.
     """
 
     kind: str
@@ -325,7 +339,7 @@ class PluginCandidate:
     """A discovered plugin, not yet imported.
 
     ``source`` is the plugin's directory (kind "directory"), its .py file ("file"), or the
-    entry point ("entry_point"); ``distribution`` names the installed distribution of an entry point.
+    entry point ("entry_point"); ``distribution`` names an entry point's installed distribution.
     """
 
     info: PluginInfo

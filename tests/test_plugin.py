@@ -52,7 +52,7 @@ def test_invalid_info_is_a_manifest_error_naming_the_fault(
 
 
 def test_from_mapping_rejects_unknown_keys_and_missing_fields() -> None:
-    with pytest.raises(ManifestError, match="unknown manifest key.*dependecies") as caught:
+    with pytest.raises(ManifestError, match=r"unknown manifest key.*dependecies") as caught:
         PluginInfo.from_mapping(
             {"name": "a", "version": "1.0.0", "dependecies": []}, source="a/plugin.toml"
         )
@@ -62,6 +62,10 @@ def test_from_mapping_rejects_unknown_keys_and_missing_fields() -> None:
         PluginInfo.from_mapping({"name": "a"})
     with pytest.raises(ManifestError, match="list of strings"):
         PluginInfo.from_mapping({"name": "a", "version": "1.0.0", "dependencies": "b"})
+    with pytest.raises(ManifestError, match="config must be a table"):
+        PluginInfo.from_mapping({"name": "a", "version": "1.0.0", "config": 3})
+    with pytest.raises(ManifestError, match=r"unknown manifest key.*1"):
+        PluginInfo.from_mapping({"name": "a", "version": "1.0.0", 1: 2})
 
 
 def test_errors_raised_inside_from_mapping_carry_the_source() -> None:
