@@ -1,0 +1,330 @@
+"""The plugin records, their version history, and the live pluggy PluginManager.
+
+Writers (add, register, state changes, activation, swap) take ``Registry.lock`` one at a time;
+hook calls through ``Registry.pm.hook`` take no lock. That is safe because pluggy copies a hook's
+implementation list at the start of every call, and every change here replaces a list in one step.
+"""
+
+from __future__ import annotations
+
+import builtins
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import attrs
+import pluggy
+from pluggy import HookCaller, HookImpl
+from pluggy._hooks import normalize_hookimpl_opts
+
+from .errors import LifecycleError, LoadError
+from .hookspecs import LifecycleSpec
+from .loader import MISFIT_HINT, LoadedPlugin, hookspec_namespace
+from .markers import PROJECT_NAME
+from .plugin import TRANSITIONS, PluginCandidate, PluginInfo, PluginState
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import ModuleType
+
+    from .metrics import Metrics
+
+
+@attrs.define
+class PluginRecord:
+    """What the registry knows about one plugin; changed only under ``Registry.lock``."""
+
+    info: PluginInfo
+    state: PluginState
+    loaded: LoadedPlugin | None = None
+    error: BaseException | None = attrs.field(default=None, eq=False)
+    candidate: PluginCandidate | None = None
+    #: Seconds spent in each phase: "load", "init", "start", ...
+    timings: dict[str, float] = attrs.field(factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def module(self) -> ModuleType | None:
+        return self.loaded.module if self.loaded is not None else None
+
+    @property
+    def plugin(self) -> object | None:
+        return self.loaded.plugin if self.loaded is not None else None
+
+
+class Registry:
+    """Thread-safe store of plugin records and the live ``pluggy.PluginManager``.
+
+    A plugin is *active* while its hookimpls are in ``pm``, registered under its name.
+    """
+
+    def __init__(self, specs: Sequence[object] = (), metrics: Metrics | None = None) -> None:
+        #: The one writer lock; hold it to change several things as one step.
+        self.lock = threading.RLock()
+        self.pm = pluggy.PluginManager(PROJECT_NAME)
+        self.pm.add_hookspecs(LifecycleSpec)
+        for spec in specs:
+            self.add_hookspecs(spec)
+        if metrics is not None:
+            metrics.install(self.pm)
+        self._records: dict[str, PluginRecord] = {}
+        self._history: dict[str, list[str]] = {}
+
+    def add_hookspecs(self, spec: object) -> None:
+        """Declare more host hooks on the live manager."""
+        with self.lock:
+            self.pm.add_hookspecs(hookspec_namespace(spec))
+
+    def add(self, info: PluginInfo, candidate: PluginCandidate | None = None) -> PluginRecord:
+        """Record a DISCOVERED plugin; an UNLOADED record of the same name is replaced."""
+        with self.lock:
+            existing = self._records.get(info.name)
+            if existing is not None and existing.state is not PluginState.UNLOADED:
+                raise LifecycleError(
+                    f"is already registered ({existing.state.value})",
+                    plugin=info.name,
+                    path=candidate.location if candidate is not None else None,
+                    hint="unregister it first, or give the new plugin another name",
+                )
+            record = PluginRecord(info, PluginState.DISCOVERED, candidate=candidate)
+            self._records[info.name] = record
+            return record
+
+    def register(self, loaded: LoadedPlugin) -> PluginRecord:
+        """Record ``loaded`` as the plugin's code, now LOADED (not yet active)."""
+        name = loaded.info.name
+        with self.lock:
+            record = self._records.get(name)
+            if record is None:
+                record = PluginRecord(loaded.info, PluginState.LOADED, candidate=loaded.candidate)
+                self._records[name] = record
+            else:
+                self.set_state(name, PluginState.LOADED)
+                record.info = loaded.info
+                record.candidate = loaded.candidate or record.candidate
+            record.loaded = loaded
+            self._history.setdefault(name, []).append(loaded.info.version)
+            return record
+
+    def get(self, name: str) -> PluginRecord | None:
+        return self._records.get(name)
+
+    # Below this method, annotations say builtins.list: the name list is this method there.
+    def list(self) -> list[PluginRecord]:
+        """Every record, sorted by name."""
+        with self.lock:
+            return [self._records[name] for name in sorted(self._records)]
+
+    def names(self) -> builtins.list[str]:
+        with self.lock:
+            return sorted(self._records)
+
+    def unregister(self, name: str) -> None:
+        """Deactivate and drop a plugin's record; its version history stays. Unknown: no-op."""
+        with self.lock:
+            record = self._records.get(name)
+            if record is None:
+                return
+            self.deactivate(name)
+            # Whoever still holds the record sees that it is gone, whatever state it was in.
+            record.state = PluginState.UNLOADED
+            del self._records[name]
+
+    def versions(self, name: str) -> builtins.list[str]:
+        """Every version ever registered under ``name``, oldest first (repeats included)."""
+        with self.lock:
+            return list(self._history.get(name, ()))
+
+    def set_state(self, name: str, state: PluginState, error: BaseException | None = None) -> None:
+        """Move ``name`` to ``state`` if plugin.TRANSITIONS allows; ``error`` replaces the last."""
+        with self.lock:
+            record = self._require(name)
+            if state not in TRANSITIONS[record.state]:
+                allowed = ", ".join(sorted(s.value for s in TRANSITIONS[record.state])) or "none"
+                raise LifecycleError(
+                    f"invalid state change from {record.state.value} to {state.value}",
+                    plugin=name,
+                    hint=f"from {record.state.value} it may go to: {allowed}",
+                )
+            record.state = state
+            record.error = error
+
+    def activate(self, name: str) -> None:
+        """Put the plugin's hookimpls in the live manager; already active: no-op."""
+        with self.lock:
+            loaded = self._require_loaded(name)
+            if self.pm.get_plugin(name) is loaded.plugin:
+                return
+            if self.pm.has_plugin(name):
+                raise LifecycleError(
+                    "another generation is active under this name",
+                    plugin=name,
+                    hint="swap generations with Registry.swap, not activate",
+                )
+            try:
+                self.pm.register(loaded.plugin, name=name)
+            except pluggy.PluginValidationError as exc:
+                raise _misfit(name, loaded, exc) from exc
+
+    def deactivate(self, name: str) -> None:
+        """Take the plugin's hookimpls out of the live manager; not active: no-op."""
+        with self.lock:
+            if self.pm.has_plugin(name):
+                self.pm.unregister(name=name)
+
+    def is_active(self, name: str) -> bool:
+        return self.pm.has_plugin(name)
+
+    def swap(self, name: str, new: LoadedPlugin) -> LoadedPlugin:
+        """Replace an active plugin's hookimpls by ``new``'s in place; returns the old generation.
+
+        Each hook's implementation list is rebuilt with the new impls at the old ones' positions
+        and replaced in one assignment, so a concurrent call sees the old or the new version,
+        never neither and never both. A hook only ``new`` implements is placed by pluggy's own
+        ordering rules; a hook only the old one implemented loses it. ``new`` is verified against
+        the live hookspecs first: a misfit is a LoadError and nothing changes.
+        """
+        with self.lock:
+            old = self._require_loaded(name)
+            if new.info.name != name:
+                raise LifecycleError(
+                    f"cannot swap in plugin {new.info.name!r} for {name!r}",
+                    plugin=name,
+                    hint="swap only a new generation of the same plugin",
+                )
+            if self.pm.get_plugin(name) is not old.plugin:
+                raise LifecycleError(
+                    "is not active, so there is nothing to swap",
+                    plugin=name,
+                    hint="activate the plugin, or register the new generation instead",
+                )
+            if self.pm.get_name(new.plugin) is not None:
+                raise LifecycleError(
+                    "the new generation is already active",
+                    plugin=name,
+                    hint="load a fresh generation to swap in",
+                )
+            plan = self._plan_swap(name, old, new)
+            for caller, impls in plan:
+                for impl in impls:
+                    if impl.plugin is new.plugin:
+                        # Historic hooks replay their calls to new impls, as pm.register does.
+                        caller._maybe_apply_history(impl)
+            for caller, impls in plan:
+                # Slice assignment is one step under the GIL, like pluggy's own _remove_plugin;
+                # callers copy the list once per call, so they see it whole, before or after.
+                caller._hookimpls[:] = impls
+                if getattr(self.pm.hook, caller.name, None) is not caller:
+                    setattr(self.pm.hook, caller.name, caller)
+            self.pm._name2plugin[name] = new.plugin
+            record = self._records[name]
+            record.loaded = new
+            record.info = new.info
+            record.candidate = new.candidate or record.candidate
+            self._history.setdefault(name, []).append(new.info.version)
+            return old
+
+    def _plan_swap(
+        self, name: str, old: LoadedPlugin, new: LoadedPlugin
+    ) -> builtins.list[tuple[HookCaller, builtins.list[HookImpl]]]:
+        """Each affected caller and its new impl list; verifies, but changes nothing live."""
+        new_impls: dict[str, builtins.list[HookImpl]] = {}
+        for hook_name, impl in _hookimpls(self.pm, new.plugin, name):
+            new_impls.setdefault(hook_name, []).append(impl)
+        plan = []
+        for caller in list(vars(self.pm.hook).values()):
+            incoming = new_impls.pop(caller.name, [])
+            current = caller.get_hookimpls()
+            if not incoming and not any(impl.plugin is old.plugin for impl in current):
+                continue
+            self._verify(caller, incoming, name, new)
+            plan.append((caller, _replace_impls(caller, current, old.plugin, incoming)))
+        for hook_name, incoming in new_impls.items():
+            # A hook no plugin implemented yet and no spec declares, as pm.register would add it.
+            caller = HookCaller(hook_name, self.pm._hookexec)
+            plan.append((caller, _replace_impls(caller, [], old.plugin, incoming)))
+        return plan
+
+    def _verify(
+        self, caller: HookCaller, impls: builtins.list[HookImpl], name: str, new: LoadedPlugin
+    ) -> None:
+        if not caller.has_spec():
+            return
+        try:
+            for impl in impls:
+                self.pm._verify_hook(caller, impl)
+        except pluggy.PluginValidationError as exc:
+            raise _misfit(name, new, exc) from exc
+
+    def _require(self, name: str) -> PluginRecord:
+        record = self._records.get(name)
+        if record is None:
+            known = ", ".join(sorted(self._records)) or "none"
+            raise LifecycleError(
+                "is not registered", plugin=name, hint=f"registered plugins: {known}"
+            )
+        return record
+
+    def _require_loaded(self, name: str) -> LoadedPlugin:
+        record = self._require(name)
+        if record.loaded is None:
+            raise LifecycleError(
+                f"has no loaded code ({record.state.value})",
+                plugin=name,
+                hint="load the plugin and register it first",
+            )
+        return record.loaded
+
+
+def _hookimpls(
+    pm: pluggy.PluginManager, plugin: object, name: str
+) -> Iterator[tuple[str, HookImpl]]:
+    """``plugin``'s hookimpls as ``pm.register`` would build them: (hook name, impl)."""
+    for attribute in dir(plugin):
+        opts = pm.parse_hookimpl_opts(plugin, attribute)
+        if opts is None:
+            continue
+        normalize_hookimpl_opts(opts)
+        impl = HookImpl(plugin, name, getattr(plugin, attribute), opts)
+        yield opts["specname"] or attribute, impl
+
+
+def _replace_impls(
+    caller: HookCaller, current: list[HookImpl], old_plugin: object, incoming: list[HookImpl]
+) -> list[HookImpl]:
+    """``current`` with ``old_plugin``'s impls replaced in place by ``incoming``.
+
+    An incoming impl takes the position of an old one in the same ordering class (wrapper or
+    not, tryfirst, trylast); the rest are placed by pluggy's own ordering on a scratch caller.
+    """
+    pending = list(incoming)
+    kept: list[HookImpl] = []
+    for impl in current:
+        if impl.plugin is not old_plugin:
+            kept.append(impl)
+            continue
+        successor = next((new for new in pending if _order_class(new) == _order_class(impl)), None)
+        if successor is not None:
+            pending.remove(successor)
+            kept.append(successor)
+    scratch = HookCaller(caller.name, caller._hookexec)
+    scratch._hookimpls.extend(kept)
+    for impl in pending:
+        scratch._add_hookimpl(impl)
+    return scratch._hookimpls
+
+
+def _order_class(impl: HookImpl) -> tuple[bool, bool, bool]:
+    return (impl.wrapper or impl.hookwrapper, impl.tryfirst, impl.trylast)
+
+
+def _misfit(name: str, loaded: LoadedPlugin, exc: pluggy.PluginValidationError) -> LoadError:
+    return LoadError(
+        "hookimpl does not fit the live hookspecs: " + "; ".join(str(exc).splitlines()),
+        plugin=name,
+        path=loaded.module.__file__ or (loaded.candidate.location if loaded.candidate else None),
+        hint=MISFIT_HINT,
+    )
