@@ -61,9 +61,18 @@ class Registry:
     A plugin is *active* while its hookimpls are in ``pm``, registered under its name.
     """
 
-    def __init__(self, specs: Sequence[object] = (), metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        specs: Sequence[object] = (),
+        metrics: Metrics | None = None,
+        drain_timeout: float = 30.0,
+    ) -> None:
         #: The one writer lock; hold it to change several things as one step.
         self.lock = threading.RLock()
+        # With metrics installed, taking a plugin out waits (up to drain_timeout) for the hook
+        # calls that may still reach it, so its stop hook never races its own capability calls.
+        self._metrics = metrics
+        self.drain_timeout = drain_timeout
         self.pm = pluggy.PluginManager(PROJECT_NAME)
         self.pm.add_hookspecs(LifecycleSpec)
         for spec in specs:
@@ -172,8 +181,16 @@ class Registry:
     def deactivate(self, name: str) -> None:
         """Take the plugin's hookimpls out of the live manager; not active: no-op."""
         with self.lock:
-            if self.pm.has_plugin(name):
-                self.pm.unregister(name=name)
+            plugin = self.pm.get_plugin(name)
+            if plugin is None:
+                return
+            retired = _live_impls(self.pm, plugin)
+            self.pm.unregister(name=name)
+            self._drain(retired)
+
+    def _drain(self, retired: builtins.list[HookImpl]) -> None:
+        if self._metrics is not None and retired:
+            self._metrics.drain(self.pm, retired, self.drain_timeout)
 
     def is_active(self, name: str) -> bool:
         return self.pm.has_plugin(name)
@@ -208,6 +225,7 @@ class Registry:
                     hint="load a fresh generation to swap in",
                 )
             plan = self._plan_swap(name, old, new)
+            retired = _live_impls(self.pm, old.plugin)
             for caller, impls in plan:
                 for impl in impls:
                     if impl.plugin is new.plugin:
@@ -225,6 +243,7 @@ class Registry:
             record.info = new.info
             record.candidate = new.candidate or record.candidate
             self._history.setdefault(name, []).append(new.info.version)
+            self._drain(retired)
             return old
 
     def _plan_swap(
@@ -277,6 +296,16 @@ class Registry:
                 hint="load the plugin and register it first",
             )
         return record.loaded
+
+
+def _live_impls(pm: pluggy.PluginManager, plugin: object) -> list[HookImpl]:
+    """The HookImpl objects of ``plugin`` that sit in ``pm``'s callers now."""
+    return [
+        impl
+        for caller in pm.get_hookcallers(plugin) or ()
+        for impl in caller.get_hookimpls()
+        if impl.plugin is plugin
+    ]
 
 
 def _hookimpls(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -412,3 +413,78 @@ def test_swaps_stay_atomic_while_other_plugins_come_and_go(
     active = sorted(name for name in others if registry.is_active(name))
     answers = registry.pm.hook.analyze(text="")
     assert sorted(answers) == sorted([("target", 1)] + [("other", name) for name in active])
+
+
+@pytest.fixture
+def drained(make_plugin: PluginFactory) -> Iterator[tuple[Registry, threading.Event]]:
+    """A registry with metrics, holding 'slow' (blocks in analyze until released) and 'fast'."""
+    registry = Registry(specs=[AgentSpec], metrics=Metrics(), drain_timeout=30)
+    release = threading.Event()
+    slow = make_plugin(
+        "slow",
+        "import builtins\n@hookimpl\ndef analyze(text):\n"
+        "    builtins._helix_release.wait(30)\n    return 'slow'\n",
+    )
+    import builtins
+
+    builtins._helix_release = release  # type: ignore[attr-defined]
+    for loaded in (slow, make_plugin("fast", answering("fast"))):
+        registry.register(loaded)
+        registry.activate(loaded.info.name)
+    yield registry, release
+    release.set()
+    del builtins._helix_release  # type: ignore[attr-defined]
+
+
+def test_deactivate_waits_for_calls_in_flight(drained: tuple[Registry, threading.Event]) -> None:
+    registry, release = drained
+    results: list[object] = []
+    call = threading.Thread(target=lambda: results.append(registry.pm.hook.analyze(text="x")))
+    call.start()
+    _wait_in_flight(registry)
+    deactivated = threading.Event()
+    stopper = threading.Thread(target=lambda: (registry.deactivate("slow"), deactivated.set()))
+    stopper.start()
+    # The call inside 'slow' is still running, so deactivate cannot have returned.
+    assert not deactivated.wait(0.2)
+    release.set()
+    assert deactivated.wait(10)
+    call.join(10)
+    stopper.join(10)
+    assert sorted(results[0]) == ["fast", "slow"]  # type: ignore[arg-type]
+    assert registry.pm.hook.analyze(text="x") == ["fast"]
+
+
+def test_a_stale_impl_list_never_reaches_a_deactivated_plugin(
+    drained: tuple[Registry, threading.Event],
+) -> None:
+    registry, release = drained
+    release.set()
+    stale = registry.pm.hook.analyze.get_hookimpls()
+    assert {impl.plugin_name for impl in stale} == {"slow", "fast"}
+    registry.deactivate("slow")
+    # What a caller that copied the list just before the deactivation would run.
+    assert registry.pm._hookexec("analyze", stale, {"text": "x"}, False) == ["fast"]
+
+
+def test_drain_gives_up_after_its_timeout(
+    drained: tuple[Registry, threading.Event], caplog: pytest.LogCaptureFixture
+) -> None:
+    registry, release = drained
+    registry.drain_timeout = 0.05
+    call = threading.Thread(target=registry.pm.hook.analyze, kwargs={"text": "x"})
+    call.start()
+    _wait_in_flight(registry)
+    registry.deactivate("slow")
+    assert "still running" in caplog.text
+    assert not registry.is_active("slow")
+    release.set()
+    call.join(10)
+
+
+def _wait_in_flight(registry: Registry) -> None:
+    dispatch = registry.pm._inner_hookexec.__self__  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while not dispatch.inflight:
+        assert time.monotonic() < deadline, "the hook call never started"
+        time.sleep(0.001)
