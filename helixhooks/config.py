@@ -69,7 +69,7 @@ class Config:
     its manifest requests, else ``grants[name]`` (or ``grants["*"]``) bounds it.
     ``entry_point_group=None`` turns entry-point discovery off.
     ``hookspecs`` names the host's hookspec classes or modules as ``"module:Attr"`` or
-    ``"file.py:Attr"`` (a file relative to the config file), for hosts that configure rather than code.
+    ``"file.py:Attr"`` (relative to the config file), for hosts that configure, not code.
     """
 
     plugin_dirs: tuple[Path, ...] = attrs.field(default=(Path("./plugins"),), converter=_paths)
@@ -82,7 +82,8 @@ class Config:
     health_timeout: float = attrs.field(default=5.0, validator=_positive)
     call_timeout: float | None = attrs.field(default=None, validator=_positive)
     isolation: str | None = attrs.field(
-        default=None, validator=attrs.validators.optional(attrs.validators.in_(("inprocess", "process")))
+        default=None,
+        validator=attrs.validators.optional(attrs.validators.in_(("inprocess", "process"))),
     )
     grants: dict[str, tuple[str, ...]] | None = attrs.field(
         default=None, converter=_grants, hash=False
@@ -154,7 +155,9 @@ class Config:
         if source is not None and "plugin_dirs" in values:
             values["plugin_dirs"] = [source.parent / p for p in _paths(values["plugin_dirs"])]
         if source is not None and "hookspecs" in values:
-            values["hookspecs"] = [_relative_spec(spec, source.parent) for spec in values["hookspecs"]]
+            values["hookspecs"] = [
+                _relative_spec(spec, source.parent) for spec in values["hookspecs"]
+            ]
         if "limits" in values:
             unknown = set(values["limits"]) - {f.name for f in attrs.fields(Limits)}
             if unknown:

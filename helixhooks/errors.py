@@ -124,9 +124,7 @@ class LifecycleError(HelixError):
 class PluginTimeout(HelixError):
     """A plugin took longer than its time limit in ``phase``."""
 
-    def __init__(
-        self, plugin: str, phase: str, timeout: float, *, hint: str | None = None
-    ) -> None:
+    def __init__(self, plugin: str, phase: str, timeout: float, *, hint: str | None = None) -> None:
         self.phase = phase
         self.timeout = timeout
         super().__init__(

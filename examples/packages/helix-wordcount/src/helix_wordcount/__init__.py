@@ -1,0 +1,1 @@
+"""An installable helixhooks plugin: found through its entry point, never imported to be listed."""

@@ -1,0 +1,1 @@
+POSITIVE = frozenset({"good", "great", "fast", "clear", "happy", "love", "nice", "well"})

@@ -1,0 +1,43 @@
+"""Writes real plugin directories for the tests."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def write_plugin(
+    root: Path,
+    name: str,
+    code: str,
+    *,
+    version: str = "1.0.0",
+    dependencies: Sequence[str] = (),
+    entry: str = "plugin:Plugin",
+    extra: str = "",
+) -> Path:
+    """A directory plugin: plugin.toml plus plugin.py holding ``code``."""
+    directory = root / name
+    directory.mkdir(parents=True, exist_ok=True)
+    deps = ", ".join(f'"{d}"' for d in dependencies)
+    (directory / "plugin.toml").write_text(
+        f'[plugin]\nname = "{name}"\nversion = "{version}"\nentry = "{entry}"\n'
+        f"dependencies = [{deps}]\n{extra}"
+    )
+    (directory / "plugin.py").write_text(textwrap.dedent(code))
+    return directory
+
+
+class EchoSpec:
+    """A host hook most test plugins implement."""
+
+    from helixhooks.markers import hookspec
+
+    @hookspec
+    def echo(self, value: object) -> object:
+        """Return something derived from value."""
+
+    @hookspec
+    def other(self) -> object:
+        """A second hook, to see that a plugin's hooks appear together."""

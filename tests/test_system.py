@@ -1,0 +1,291 @@
+"""PluginSystem end to end, with real plugin files on disk."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import attrs
+import pytest
+
+import helixhooks as hh
+from helixhooks.plugin import PluginEvent
+
+from ._plugins import EchoSpec, write_plugin
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _system(plugin_dir: Path) -> hh.PluginSystem:
+    return hh.PluginSystem(
+        hh.Config(plugin_dirs=[plugin_dir], entry_point_group=None), specs=[EchoSpec]
+    )
+
+
+def _examples_system() -> hh.PluginSystem:
+    config = attrs.evolve(hh.Config.from_file(EXAMPLES / "helixhooks.toml"), entry_point_group=None)
+    return hh.PluginSystem(config)
+
+
+def test_examples_start_in_dependency_order_and_serve() -> None:
+    system = _examples_system()
+    events: list[PluginEvent] = []
+    system.subscribe(events.append)
+    with system:
+        started = [e.name for e in events if e.kind == "started"]
+        assert set(started) == {"tokenizer", "analyzer", "reporter", "webhook", "hello"}
+        assert started.index("tokenizer") < started.index("analyzer") < started.index("reporter")
+        assert system.problems == []
+
+        assert system.hook.report(text="Good, fast and clear code") == [
+            "5 words, score 0.60: positive"
+        ]
+        assert system.get("webhook").plugin.outbox == [  # type: ignore[attr-defined]
+            {"url": "https://hooks.example.com/reports", "body": "5 words, score 0.60: positive"}
+        ]
+        assert system.hook.greet(name="Ada") == ["hello, Ada"]
+        # the host's plugin_config overrides the manifest default threshold 0.5 with 0.25
+        analysis = system.get("analyzer").call("analyze", text="good code here now")
+        assert analysis == {"score": 0.25, "positive": True, "tokens": 4}
+
+        stats = system.metrics.get_stats("analyzer")
+        assert stats.hooks["analyze"].count == 2
+        assert stats.load_time is not None and stats.init_time is not None
+        health = system.health()
+        assert all(status.healthy for status in health.values()), health
+    stopped = [e.name for e in events if e.kind == "stopped"]
+    assert stopped.index("reporter") < stopped.index("analyzer") < stopped.index("tokenizer")
+    assert system.hook.report(text="x") == []
+
+
+def test_broken_plugins_are_reported_and_everything_else_runs(tmp_path: Path) -> None:
+    ok = (
+        "import helixhooks as hh\n"
+        "class Plugin:\n    @hh.hookimpl\n    def echo(self, value):\n        return value\n"
+    )
+    write_plugin(tmp_path, "good", ok)
+    write_plugin(tmp_path, "needs_good", ok, dependencies=["good ^1.0"])
+    (tmp_path / "bad_toml").mkdir()
+    (tmp_path / "bad_toml" / "plugin.toml").write_text("[plugin\nname=")
+    write_plugin(tmp_path, "raises_on_import", "raise RuntimeError('boom at import')\n")
+    write_plugin(
+        tmp_path,
+        "fails_init",
+        "import helixhooks as hh\nclass Plugin:\n    @hh.hookimpl\n    def helix_init(self):\n"
+        "        raise ValueError('no database')\n",
+    )
+    write_plugin(tmp_path, "after_fails_init", ok, dependencies=["fails_init"])
+    write_plugin(tmp_path, "after_import_error", ok, dependencies=["raises_on_import"])
+    write_plugin(tmp_path, "wants_missing", ok, dependencies=["nowhere >=1"])
+    write_plugin(tmp_path, "too_new", ok, dependencies=["good ^2.0"])
+    write_plugin(tmp_path, "cycle_a", ok, dependencies=["cycle_b"])
+    write_plugin(tmp_path, "cycle_b", ok, dependencies=["cycle_a"])
+
+    system = hh.PluginSystem(
+        hh.Config(plugin_dirs=[tmp_path], entry_point_group=None), specs=[EchoSpec]
+    )
+    system.load_all()
+    system.start_all()
+    try:
+        states = {name: system.get(name).state for name in system.names()}
+        assert states["good"] is hh.PluginState.STARTED
+        assert states["needs_good"] is hh.PluginState.STARTED
+        assert sorted(system.hook.echo(value=1)) == [1, 1]
+        for broken in (
+            "raises_on_import",
+            "fails_init",
+            "after_fails_init",
+            "after_import_error",
+            "wants_missing",
+            "too_new",
+            "cycle_a",
+            "cycle_b",
+        ):
+            assert states[broken] is not hh.PluginState.STARTED, broken
+
+        reasons = {p.name: p.reason for p in system.problems}
+        assert "boom at import" in reasons["raises_on_import"]
+        assert "no database" in reasons["fails_init"]
+        assert "fails_init" in reasons["after_fails_init"]
+        assert "raises_on_import" in reasons["after_import_error"]
+        assert "nowhere" in reasons["wants_missing"]
+        assert "^2.0" in reasons["too_new"] and "1.0.0" in reasons["too_new"]
+        assert "cycle_a" in reasons["cycle_b"] and "->" in reasons["cycle_b"]
+        toml_problem = [p for p in system.problems if "bad_toml" in p.source]
+        assert toml_problem, system.problems
+    finally:
+        system.stop_all()
+
+
+def test_timeout_in_start_fails_that_plugin_only(tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    write_plugin(
+        tmp_path,
+        "slow",
+        f"""
+        import os, time
+        import helixhooks as hh
+        class Plugin:
+            @hh.hookimpl
+            def helix_start(self):
+                while not os.path.exists({str(release)!r}):
+                    time.sleep(0.01)
+        """,
+    )
+    write_plugin(tmp_path, "quick", "class Plugin:\n    pass\n")
+    system = hh.PluginSystem(
+        hh.Config(plugin_dirs=[tmp_path], entry_point_group=None, load_timeout=0.3)
+    )
+    try:
+        system.load_all()
+        system.start_all()
+        assert system.get("quick").state is hh.PluginState.STARTED
+        assert system.get("slow").state is hh.PluginState.FAILED
+        assert isinstance(system.get("slow").error, hh.PluginTimeout)
+    finally:
+        release.touch()
+        system.stop_all()
+
+
+def test_unload_drops_modules_metrics_and_record(tmp_path: Path) -> None:
+    write_plugin(
+        tmp_path,
+        "gone",
+        "import helixhooks as hh\nclass Plugin:\n    @hh.hookimpl\n    def echo(self, value):\n"
+        "        return 'gone'\n",
+    )
+    system = hh.PluginSystem(
+        hh.Config(plugin_dirs=[tmp_path], entry_point_group=None), specs=[EchoSpec]
+    )
+    events: list[PluginEvent] = []
+    system.subscribe(events.append)
+    with system:
+        module_name = system.get("gone").plugin.__class__.__module__
+        assert module_name in sys.modules
+        assert system.hook.echo(value=0) == ["gone"]
+        system.unload("gone")
+        assert module_name not in sys.modules
+        assert system.hook.echo(value=0) == []
+        assert system.metrics.get_stats("gone").hooks == {}
+        with pytest.raises(hh.HelixError, match="no plugin named 'gone'"):
+            system.get("gone")
+    assert [e.kind for e in events if e.name == "gone"][-2:] == ["stopped", "unloaded"]
+
+
+def test_handle_call_reaches_only_that_plugin_and_needs_it_started(tmp_path: Path) -> None:
+    for name in ("one", "two"):
+        write_plugin(
+            tmp_path,
+            name,
+            "import helixhooks as hh\nclass Plugin:\n    @hh.hookimpl\n"
+            f"    def echo(self, value):\n        return ({name!r}, value)\n",
+        )
+    system = hh.PluginSystem(
+        hh.Config(plugin_dirs=[tmp_path], entry_point_group=None), specs=[EchoSpec]
+    )
+    system.load_all()
+    handle = system.get("two")
+    with pytest.raises(hh.LifecycleError, match="not started"):
+        handle.call("echo", value=1)
+    system.start_all()
+    try:
+        assert handle.call("echo", value=1) == ("two", 1)
+        with pytest.raises(hh.HelixError, match="does not implement hook 'other'"):
+            handle.call("other")
+        assert handle.stats().hooks["echo"].count == 1
+        assert handle.health().healthy
+    finally:
+        system.stop_all()
+
+
+def test_a_raising_subscriber_does_not_break_the_lifecycle(tmp_path: Path) -> None:
+    write_plugin(tmp_path, "p", "class Plugin:\n    pass\n")
+    system = hh.PluginSystem(hh.Config(plugin_dirs=[tmp_path], entry_point_group=None))
+
+    def broken(event: PluginEvent) -> None:
+        raise RuntimeError("subscriber bug")
+
+    seen: list[str] = []
+    system.subscribe(broken)
+    unsubscribe = system.subscribe(lambda e: seen.append(e.kind))
+    with system:
+        assert system.get("p").state is hh.PluginState.STARTED
+        unsubscribe()
+    assert seen == ["loaded", "started"]
+
+
+_READY_PLUGIN = """
+import helixhooks as hh
+
+class Plugin:
+    ready = False
+
+    @hh.hookimpl
+    def helix_start(self):
+        self.ready = True
+
+    @hh.hookimpl
+    def helix_stop(self):
+        self.ready = False
+
+    @hh.hookimpl
+    def echo(self, value):
+        return ({name!r}, self.ready)
+
+    @hh.hookimpl
+    def other(self):
+        return {name!r}
+"""
+
+
+def test_hook_calls_from_threads_while_plugins_restart_stop_and_unload(tmp_path: Path) -> None:
+    names = [f"p{i}" for i in range(6)]
+    for name in names:
+        write_plugin(tmp_path, name, _READY_PLUGIN.format(name=name))
+    system = hh.PluginSystem(
+        hh.Config(plugin_dirs=[tmp_path], entry_point_group=None), specs=[EchoSpec]
+    )
+    system.load_all()
+    system.start_all()
+    errors: list[BaseException] = []
+    not_ready: list[object] = []
+    calls = [0] * 8
+    done = threading.Event()
+
+    def caller(slot: int) -> None:
+        try:
+            while not done.is_set():
+                for name, ready in system.hook.echo(value=slot):
+                    if not ready:
+                        not_ready.append(name)
+                system.hook.other()
+                calls[slot] += 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    threads = [threading.Thread(target=caller, args=(i,), daemon=True) for i in range(8)]
+    try:
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        for round_ in range(15):
+            assert time.monotonic() < deadline, "lifecycle operations took too long"
+            system.restart(names[round_ % 3])
+            system.lifecycle.stop(names[3])
+            system.lifecycle.start(names[3])
+        system.unload(names[4])
+        system.unload(names[5])
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join(timeout=10)
+        sys.setswitchinterval(old)
+        system.stop_all()
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+    assert not_ready == [], "a caller reached a plugin that was not fully started"
+    assert all(count > 0 for count in calls)
