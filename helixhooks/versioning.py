@@ -3,8 +3,8 @@
 Versions are SemVer 2.0.0 (node-semver's strict grammar: an optional leading ``v``, no leading
 zeros) or else PEP 440. Constraints containing ``~=``, ``==``, ``!=``, ``===`` or a comma are
 PEP 440 specifiers, answered by ``packaging``; anything else is an npm range with node-semver's
-semantics, compiled once into alternatives of half-open intervals so that a check is a few tuple
-comparisons.
+semantics, compiled once (by ``_npm_range``) into alternatives of half-open intervals so that a
+check is a few tuple comparisons.
 
 Where the dialects meet, these rules apply:
 
@@ -38,59 +38,45 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion
 from packaging.version import Version as Pep440Version
 
+from ._npm_range import (
+    BUILD,
+    MAX_SAFE_INTEGER,
+    PRERELEASE,
+    RANGE_HINT,
+    Alternative,
+    Key,
+    compile_range,
+    identifier_key,
+    identifiers,
+    npm_key,
+    quote,
+)
 from .errors import VersionError
 
 __all__ = ["Constraint", "Version", "Versioner", "parse_constraint", "parse_version"]
 
 MAX_LENGTH = 256
-MAX_SAFE_INTEGER = 2**53 - 1
 _CACHE_SIZE = 4096
 
 _VERSION_HINT = "write a SemVer version (1.2.3, 1.2.3-beta.1) or a PEP 440 one (1.2, 1.0rc1)"
-_RANGE_HINT = (
-    "write an npm range (^1.2, ~1.2.3, 1.x, >=1 <2 || 3) or a PEP 440 specifier "
-    "(~=1.4, ==1.*, >=1,<2)"
-)
 
 _NUMBER = r"0|[1-9][0-9]*"
-_PRERELEASE_ID = r"(?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)"
-_PRERELEASE = rf"{_PRERELEASE_ID}(?:\.{_PRERELEASE_ID})*"
-_BUILD = r"[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*"
 _SEMVER = re.compile(
     rf"v?(?P<M>{_NUMBER})\.(?P<m>{_NUMBER})\.(?P<p>{_NUMBER})"
-    rf"(?:-(?P<pr>{_PRERELEASE}))?(?:\+(?P<b>{_BUILD}))?"
+    rf"(?:-(?P<pr>{PRERELEASE}))?(?:\+(?P<b>{BUILD}))?"
 )
 
-# Sort keys. A key is a tuple compared element by element; shapes differ only where an earlier
-# element already differs, so unlike shapes are never compared.
-_Key = tuple[object, ...]
-_Identifier = tuple[int, int | str]
+# A pre-release's (M, m, p): the npm alternatives name the pre-releases they admit this way.
 _Triple = tuple[int, int, int]
 
+# The order key is (epoch, trimmed release, pre-release rank, post, dev, local), compared as
+# _npm_range.Key describes; the ranks put SemVer pre-releases in their own band (module docstring).
 _DEV_ONLY, _SEMVER_PRE, _PEP440_PRE, _NO_PRE = 0, 1, 2, 3
 _FINAL = (_NO_PRE,)
 _NO_POST = (0,)
 _NO_DEV = (1,)
 _PHASE_RANK = {"a": 0, "b": 1, "rc": 2}
 _PHASE_WORD = {"a": "alpha", "b": "beta", "rc": "rc"}
-_RELEASE_MARK = (1,)  # in an npm key, a release sorts above every pre-release (0, ...)
-
-
-def _identifiers(text: str | None) -> tuple[int | str, ...]:
-    if not text:
-        return ()
-    return tuple(int(i) if i.isdigit() else i for i in text.split("."))
-
-
-def _identifier_key(identifier: int | str) -> _Identifier:
-    # SemVer: numeric identifiers sort below alphanumeric ones.
-    return (0, identifier) if isinstance(identifier, int) else (1, identifier)
-
-
-def _npm_key(major: int, minor: int, patch: int, prerelease: tuple[int | str, ...]) -> _Key:
-    if not prerelease:
-        return (major, minor, patch, _RELEASE_MARK)
-    return (major, minor, patch, (0, tuple(_identifier_key(i) for i in prerelease)))
 
 
 def _trimmed(release: tuple[int, ...]) -> tuple[int, ...]:
@@ -99,10 +85,6 @@ def _trimmed(release: tuple[int, ...]) -> tuple[int, ...]:
     while end and release[end - 1] == 0:
         end -= 1
     return release[:end]
-
-
-def _quote(text: str) -> str:
-    return repr(text) if len(text) <= 80 else repr(text[:77] + "...")
 
 
 @attrs.frozen(eq=False, order=False)
@@ -122,10 +104,10 @@ class Version:
     prerelease: tuple[int | str, ...] = ()
     build: tuple[str, ...] = ()
     pep440: Pep440Version | None = attrs.field(default=None, repr=False)
-    _order: _Key = attrs.field(default=(), repr=False, alias="order")
+    _order: Key = attrs.field(default=(), repr=False, alias="order")
     # The npm view: its sort key (None when there is no SemVer reading) and the (M, m, p) of a
     # pre-release (None for a release).
-    _npm: _Key | None = attrs.field(default=None, repr=False, alias="npm")
+    _npm: Key | None = attrs.field(default=None, repr=False, alias="npm")
     _npm_prerelease_of: _Triple | None = attrs.field(
         default=None, repr=False, alias="npm_prerelease_of"
     )
@@ -177,7 +159,7 @@ def parse_version(text: str) -> Version:
 def _parse_version_cached(text: str) -> Version:
     if len(text) > MAX_LENGTH:
         raise VersionError(
-            f"version {_quote(text)} is longer than {MAX_LENGTH} characters",
+            f"version {quote(text)} is longer than {MAX_LENGTH} characters",
             text=text,
             hint=_VERSION_HINT,
         )
@@ -188,7 +170,7 @@ def _parse_version_cached(text: str) -> Version:
         parsed = Pep440Version(text)
     except InvalidVersion:
         raise VersionError(
-            f"{_quote(text)} is neither a SemVer 2.0.0 nor a PEP 440 version",
+            f"{quote(text)} is neither a SemVer 2.0.0 nor a PEP 440 version",
             text=text,
             hint=_VERSION_HINT,
         ) from None
@@ -199,7 +181,7 @@ def _too_big(text: str) -> VersionError:
     # node-semver refuses numbers JavaScript cannot hold exactly; so do we, in both dialects,
     # so that the two never disagree about what is a version.
     return VersionError(
-        f"version {_quote(text)} has a number larger than {MAX_SAFE_INTEGER}",
+        f"version {quote(text)} has a number larger than {MAX_SAFE_INTEGER}",
         text=text,
         hint="keep each release number below 2**53",
     )
@@ -210,10 +192,10 @@ def _semver(text: str, match: re.Match[str]) -> Version:
     major, minor, patch = int(major_text), int(minor_text), int(patch_text)
     if major > MAX_SAFE_INTEGER or minor > MAX_SAFE_INTEGER or patch > MAX_SAFE_INTEGER:
         raise _too_big(text)
-    prerelease = _identifiers(pre_text)
+    prerelease = identifiers(pre_text)
     build = tuple(build_text.split(".")) if build_text else ()
     if prerelease:
-        pre_rank: _Key = (_SEMVER_PRE, tuple(_identifier_key(i) for i in prerelease))
+        pre_rank: Key = (_SEMVER_PRE, tuple(identifier_key(i) for i in prerelease))
     else:
         pre_rank = _FINAL
     order = (0, _trimmed((major, minor, patch)), pre_rank, _NO_POST, _NO_DEV, ())
@@ -226,7 +208,7 @@ def _semver(text: str, match: re.Match[str]) -> Version:
         prerelease,
         build,
         order=order,
-        npm=_npm_key(major, minor, patch, prerelease),
+        npm=npm_key(major, minor, patch, prerelease),
         npm_prerelease_of=(major, minor, patch) if prerelease else None,
     )
 
@@ -246,7 +228,7 @@ def _pep440(text: str, parsed: Pep440Version) -> Version:
 
     has_npm_reading = _has_semver_reading(parsed)
     if parsed.pre is not None:
-        pre_rank: _Key = (_PEP440_PRE, _PHASE_RANK[parsed.pre[0]], parsed.pre[1])
+        pre_rank: Key = (_PEP440_PRE, _PHASE_RANK[parsed.pre[0]], parsed.pre[1])
     elif parsed.dev is not None and parsed.post is None:
         pre_rank = (_DEV_ONLY,)
     else:
@@ -273,7 +255,7 @@ def _pep440(text: str, parsed: Pep440Version) -> Version:
         build,
         pep440=parsed,
         order=order,
-        npm=_npm_key(major, minor, patch, prerelease) if has_npm_reading else None,
+        npm=npm_key(major, minor, patch, prerelease) if has_npm_reading else None,
         npm_prerelease_of=(major, minor, patch) if prerelease and has_npm_reading else None,
     )
 
@@ -292,17 +274,12 @@ def _packaging_reading(text: str) -> Pep440Version:
         return Pep440Version(text)
     except InvalidVersion:
         raise VersionError(
-            f"SemVer version {_quote(text)} has no PEP 440 reading, so it cannot be checked "
+            f"SemVer version {quote(text)} has no PEP 440 reading, so it cannot be checked "
             "against a PEP 440 specifier",
             text=text,
             hint="use an npm range for this dependency, or a version packaging can read "
             "(1.0.0-rc.1, 1.0.0-beta.2)",
         ) from None
-
-
-# An alternative (one comparator set of an npm range): low <= key < high, and a pre-release
-# version only if its (M, m, p) is that of a pre-release named in the set.
-_Alternative = tuple[_Key, _Key, frozenset[_Key]]
 
 
 @attrs.frozen
@@ -311,7 +288,7 @@ class Constraint:
 
     text: str
     dialect: Literal["npm", "pep440"]
-    _alternatives: tuple[_Alternative, ...] = attrs.field(
+    _alternatives: tuple[Alternative, ...] = attrs.field(
         default=(), repr=False, alias="alternatives"
     )
     _specifier: SpecifierSet | None = attrs.field(default=None, repr=False, alias="specifier")
@@ -328,9 +305,9 @@ class Constraint:
         key = version._npm
         if key is None:
             raise VersionError(
-                f"PEP 440 version {_quote(version.text)} has no SemVer reading (it has an "
+                f"PEP 440 version {quote(version.text)} has no SemVer reading (it has an "
                 "epoch, more than three release numbers, or .dev with a pre- or post-release), "
-                f"so it cannot be checked against the npm range {_quote(self.text)}",
+                f"so it cannot be checked against the npm range {quote(self.text)}",
                 text=version.text,
                 hint="use a PEP 440 specifier for this dependency (e.g. >=1.0,<2), "
                 "or give the plugin a SemVer version",
@@ -351,7 +328,7 @@ def parse_constraint(text: str) -> Constraint:
         raise VersionError(
             f"a constraint must be a string, not {type(text).__name__}",
             text=repr(text),
-            hint=_RANGE_HINT,
+            hint=RANGE_HINT,
         )
     return _parse_constraint_cached(text)
 
@@ -360,7 +337,7 @@ def parse_constraint(text: str) -> Constraint:
 def _parse_constraint_cached(text: str) -> Constraint:
     if "," in text or "~=" in text or "==" in text or "!=" in text:
         return _parse_pep440(text)
-    return Constraint(text, "npm", alternatives=_NpmRange(text).compile())
+    return Constraint(text, "npm", alternatives=compile_range(text))
 
 
 def _parse_pep440(text: str) -> Constraint:
@@ -368,237 +345,17 @@ def _parse_pep440(text: str) -> Constraint:
         specifier = SpecifierSet(text)
     except InvalidSpecifier as exc:
         raise VersionError(
-            f"{_quote(text)} is not a valid PEP 440 specifier: {exc}",
+            f"{quote(text)} is not a valid PEP 440 specifier: {exc}",
             text=text,
-            hint=_RANGE_HINT,
+            hint=RANGE_HINT,
         ) from None
     if not len(specifier):
         raise VersionError(
-            f"PEP 440 specifier {_quote(text)} has no clause",
+            f"PEP 440 specifier {quote(text)} has no clause",
             text=text,
             hint="write at least one clause, e.g. >=1.0,<2",
         )
     return Constraint(text, "pep440", specifier=specifier)
-
-
-# --- npm ranges -------------------------------------------------------------------------------
-#
-# Grammar as node-semver reads it in strict mode. A partial version may carry any run of 'v', '='
-# and spaces before it; wildcards x, X and * stand for a missing number.
-
-_WILD = r"0|[1-9][0-9]*|[xX*]"
-_WILDCARDS = frozenset({"x", "X", "*"})
-
-
-def _partial_pattern(tag: str) -> str:
-    return (
-        rf"(?P<{tag}v>[v=\s]*)(?P<{tag}M>{_WILD})(?:\.(?P<{tag}m>{_WILD})(?:\.(?P<{tag}p>{_WILD})"
-        rf"(?:-(?P<{tag}pr>{_PRERELEASE}))?(?:\+{_BUILD})?)?)?"
-    )
-
-
-_HYPHEN = re.compile(
-    rf"\s*(?P<from>{_partial_pattern('f')})\s+-\s+(?P<to>{_partial_pattern('t')})\s*"
-)
-# One comparator: caret, tilde, or an optional operator with a (partial) version.
-_TOKEN = re.compile(rf"(?P<op>\^|~>?|[<>]?=?){_partial_pattern('')}")
-# An operator and its version may be written apart ('>= 1.2', '~ 1.2', '^ 1.2').
-_OPERATOR_GAP = re.compile(r"([<>]=?|=)\s*([v=\s]*[0-9xX*])")
-_TILDE_GAP = re.compile(r"~>?\s+")
-_CARET_GAP = re.compile(r"\^\s+")
-# A version used as written (no wildcard) must be a full SemVer version, 'v' allowed.
-_PLAIN_PREFIX = re.compile(r"\s*v?")
-
-_LOWEST: _Key = ()
-_HIGHEST: _Key = (MAX_SAFE_INTEGER + 1,)
-_PRERELEASE_ZERO: tuple[int | str, ...] = (0,)  # node-semver's "-0" on exclusive upper bounds
-
-# A comparator after desugaring: an operator ('', '<', '<=', '>', '>=') and an npm key.
-_Comparator = tuple[str, _Key]
-# A partial version's numbers; a wildcard or missing number, and every one after it, is None.
-_Partial = tuple[int | None, int | None, int | None]
-
-
-def _just_above(key: _Key) -> _Key:
-    # Every key has the same length, so the key extended by one element sorts right after it:
-    # '> v' is '>= _just_above(v)' and '<= v' is '< _just_above(v)'.
-    return (*key, 0)
-
-
-def _at_least(
-    major: int, minor: int, patch: int, prerelease: tuple[int | str, ...] = ()
-) -> list[_Comparator]:
-    # node-semver rewrites '>=0.0.0' to match-all, dropped here like its other match-alls.
-    if major == minor == patch == 0 and not prerelease:
-        return []
-    return [(">=", _npm_key(major, minor, patch, prerelease))]
-
-
-def _below(major: int, minor: int, patch: int) -> list[_Comparator]:
-    return [("<", _npm_key(major, minor, patch, _PRERELEASE_ZERO))]
-
-
-class _NpmRange:
-    """Compiles one npm range text into alternatives; raises VersionError naming the bad part."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def compile(self) -> tuple[_Alternative, ...]:
-        normalized = " ".join(self.text.split())
-        alternatives = [self._comparators(part.strip()) for part in normalized.split("||")]
-        # node-semver: with several alternatives, a match-all one makes the whole range match-all
-        # (which, for pre-releases, matches less).
-        if len(alternatives) > 1 and any(not comparators for comparators in alternatives):
-            alternatives = [[]]
-        compiled = (_interval(comparators) for comparators in alternatives)
-        return tuple(alt for alt in compiled if alt[0] < alt[1])
-
-    def _error(self, part: str, why: str) -> VersionError:
-        return VersionError(
-            f"{_quote(self.text)} is not a valid npm range: {why} in {_quote(part)}",
-            text=self.text,
-            hint=_RANGE_HINT,
-        )
-
-    def _comparators(self, part: str) -> list[_Comparator]:
-        """The comparators of one alternative, match-all ones dropped ([] matches everything)."""
-        hyphen = _HYPHEN.fullmatch(part) if " - " in part else None
-        if hyphen is not None:
-            return self._hyphen(part, hyphen)
-        if " " in part:
-            part = _OPERATOR_GAP.sub(r"\1\2", part)
-            part = _TILDE_GAP.sub("~", part)
-            part = _CARET_GAP.sub("^", part)
-        return [c for token in part.split(" ") if token for c in self._token(token)]
-
-    def _partial(self, part: str, m: re.Match[str], tag: str = "") -> _Partial:
-        numbers: list[int | None] = []
-        for text in (m[tag + "M"], m[tag + "m"], m[tag + "p"]):
-            if text is None or text in _WILDCARDS:
-                break
-            number = int(text)
-            if number > MAX_SAFE_INTEGER:
-                raise self._error(part, f"a number is larger than {MAX_SAFE_INTEGER}")
-            numbers.append(number)
-        numbers += [None] * (3 - len(numbers))
-        return numbers[0], numbers[1], numbers[2]
-
-    def _token(self, token: str) -> list[_Comparator]:
-        m = _TOKEN.fullmatch(token)
-        if m is None:
-            raise self._error(token, "cannot read the comparator")
-        op = m["op"]
-        major, minor, patch = self._partial(token, m)
-        prerelease = _identifiers(m["pr"])
-        if op[:1] == "^":
-            return _caret(major, minor, patch, prerelease)
-        if op[:1] == "~":
-            return _tilde(major, minor, patch, prerelease)
-        if major is not None and minor is not None and patch is not None:
-            self._check_plain(token, m["v"])
-            if op == ">=" and token[m.end("op") :] == "0.0.0":
-                return []  # node-semver's match-all spelling
-            return [("" if op == "=" else op, _npm_key(major, minor, patch, prerelease))]
-        return _xrange(op, major, minor)
-
-    def _hyphen(self, part: str, m: re.Match[str]) -> list[_Comparator]:
-        """'A - B': from A (missing numbers are zero) through B (missing numbers are wild)."""
-        comparators: list[_Comparator] = []
-        major, minor, patch = self._partial(part, m, "f")
-        if major is not None:
-            if minor is None or patch is None:
-                comparators += _at_least(major, minor or 0, 0)
-            else:
-                self._check_plain(part, m["fv"])
-                if m["from"] != "0.0.0":
-                    pre = _identifiers(m["fpr"])
-                    comparators.append((">=", _npm_key(major, minor, patch, pre)))
-        major, minor, patch = self._partial(part, m, "t")
-        if major is not None:
-            if minor is None:
-                comparators += _below(major + 1, 0, 0)
-            elif patch is None:
-                comparators += _below(major, minor + 1, 0)
-            else:
-                if not m["tpr"]:
-                    self._check_plain(part, m["tv"])
-                key = _npm_key(major, minor, patch, _identifiers(m["tpr"]))
-                comparators.append(("<=", key))
-        return comparators
-
-    def _check_plain(self, part: str, prefix: str) -> None:
-        if not _PLAIN_PREFIX.fullmatch(prefix):
-            raise self._error(part, "a version must be written as 1.2.3 or v1.2.3")
-
-
-def _caret(
-    major: int | None, minor: int | None, patch: int | None, prerelease: tuple[int | str, ...]
-) -> list[_Comparator]:
-    """^M.m.p: changes that do not modify the left-most non-zero number."""
-    if major is None:
-        return []
-    if minor is None:
-        return _at_least(major, 0, 0) + _below(major + 1, 0, 0)
-    if patch is None:
-        low = _at_least(major, minor, 0)
-    else:
-        low = _at_least(major, minor, patch, prerelease)
-    if major == 0 and minor == 0 and patch is not None:
-        return low + _below(0, 0, patch + 1)
-    if major == 0:
-        return low + _below(0, minor + 1, 0)
-    return low + _below(major + 1, 0, 0)
-
-
-def _tilde(
-    major: int | None, minor: int | None, patch: int | None, prerelease: tuple[int | str, ...]
-) -> list[_Comparator]:
-    """~M.m.p: patch-level changes if a minor is given, minor-level changes if not."""
-    if major is None:
-        return []
-    if minor is None:
-        return _at_least(major, 0, 0) + _below(major + 1, 0, 0)
-    if patch is None:
-        return _at_least(major, minor, 0) + _below(major, minor + 1, 0)
-    return _at_least(major, minor, patch, prerelease) + _below(major, minor + 1, 0)
-
-
-def _xrange(op: str, major: int | None, minor: int | None) -> list[_Comparator]:
-    """A comparator with wildcards: '1.x', '>=1.2', '<1.x', '*' (patch is always wild here)."""
-    if major is None:
-        if op in ("<", ">"):
-            return _below(0, 0, 0)  # matches nothing
-        return []
-    if op in ("", "="):
-        if minor is None:
-            return _at_least(major, 0, 0) + _below(major + 1, 0, 0)
-        return _at_least(major, minor, 0) + _below(major, minor + 1, 0)
-    if op == ">":
-        return _at_least(major + 1, 0, 0) if minor is None else _at_least(major, minor + 1, 0)
-    if op == "<=":
-        return _below(major + 1, 0, 0) if minor is None else _below(major, minor + 1, 0)
-    if op == "<":
-        return _below(major, minor or 0, 0)
-    return _at_least(major, minor or 0, 0)
-
-
-def _interval(comparators: list[_Comparator]) -> _Alternative:
-    """Intersect one alternative's comparators into low <= key < high."""
-    low, high = _LOWEST, _HIGHEST
-    prerelease_ok: set[_Key] = set()
-    for op, key in comparators:
-        if op in (">=", ""):
-            low = max(low, key)
-        elif op == ">":
-            low = max(low, _just_above(key))
-        if op == "<":
-            high = min(high, key)
-        elif op in ("<=", ""):
-            high = min(high, _just_above(key))
-        if key[3] != _RELEASE_MARK:
-            prerelease_ok.add(key[:3])
-    return (low, high, frozenset(prerelease_ok))
 
 
 class Versioner:
