@@ -68,6 +68,8 @@ class Config:
     ``isolation=None`` runs each plugin as its manifest says; ``grants=None`` gives each plugin what
     its manifest requests, else ``grants[name]`` (or ``grants["*"]``) bounds it.
     ``entry_point_group=None`` turns entry-point discovery off.
+    ``health_interval``: check every plugin this often while started, restarting one that stays
+    unhealthy (see health.HealthMonitor); None checks only when asked.
     ``hookspecs`` names the host's hookspec classes or modules as ``"module:Attr"`` or
     ``"file.py:Attr"`` (relative to the config file), for hosts that configure, not code.
     """
@@ -80,6 +82,7 @@ class Config:
     entry_point_group: str | None = "helixhooks.plugins"
     debounce: float = attrs.field(default=0.2, validator=_non_negative)
     health_timeout: float = attrs.field(default=5.0, validator=_positive)
+    health_interval: float | None = attrs.field(default=None, validator=_positive)
     call_timeout: float | None = attrs.field(default=None, validator=_positive)
     isolation: str | None = attrs.field(
         default=None,
@@ -215,6 +218,7 @@ _KEY_TYPES: dict[str, tuple[type, ...] | str] = {
     "entry_point_group": (str, bool),
     "debounce": _NUMBER,
     "health_timeout": _NUMBER,
+    "health_interval": _NUMBER,
     "call_timeout": _NUMBER,
     "isolation": (str,),
     "grants": "grants",

@@ -17,7 +17,7 @@ from .config import Config
 from .dependencies import DependencyResolver
 from .discovery import Discovery
 from .errors import DependencyError, HelixError, LifecycleError, LoadError
-from .health import HealthChecker, HealthStatus
+from .health import HealthChecker, HealthMonitor, HealthStatus
 from .lifecycle import LifecycleManager
 from .loader import LoadedPlugin, Loader
 from .metrics import Metrics, PluginStats
@@ -58,6 +58,7 @@ class PluginSystem:
             on_event=self._emit,
         )
         self.health_checker = HealthChecker(self.registry, self.config)
+        self.health_monitor: HealthMonitor | None = None
         self._subscribers: list[Subscriber] = []
         self._scan_problems: list[Problem] = []
         self._lock = threading.RLock()
@@ -129,11 +130,21 @@ class PluginSystem:
     def start_all(self) -> list[str]:
         """Start every loaded plugin in dependency order; returns the names started."""
         with self._lock:
-            return self.lifecycle.start_all()
+            started = self.lifecycle.start_all()
+            interval = self.config.health_interval
+            if interval is not None and self.health_monitor is None:
+                self.health_monitor = HealthMonitor(
+                    self.health_checker, self.lifecycle, interval=interval, on_event=self._emit
+                )
+                self.health_monitor.start()
+            return started
 
     def stop_all(self) -> None:
-        """Stop every started plugin in reverse dependency order."""
+        """Stop the health monitor, then every started plugin in reverse dependency order."""
         with self._lock:
+            monitor, self.health_monitor = self.health_monitor, None
+            if monitor is not None:
+                monitor.stop()
             self.lifecycle.stop_all()
 
     def restart(self, name: str) -> None:

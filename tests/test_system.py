@@ -289,3 +289,41 @@ def test_hook_calls_from_threads_while_plugins_restart_stop_and_unload(tmp_path:
     assert errors == []
     assert not_ready == [], "a caller reached a plugin that was not fully started"
     assert all(count > 0 for count in calls)
+
+
+def test_health_interval_restarts_a_plugin_that_stays_unhealthy(tmp_path: Path) -> None:
+    sick = tmp_path / "sick"
+    starts = tmp_path / "starts"
+    write_plugin(
+        tmp_path / "plugins",
+        "flaky",
+        f"""
+        import os
+        import helixhooks as hh
+        class Plugin:
+            @hh.hookimpl
+            def helix_start(self):
+                with open({str(starts)!r}, "a") as log:
+                    log.write("start\\n")
+            @hh.hookimpl
+            def helix_health_check(self):
+                return "disk full" if os.path.exists({str(sick)!r}) else True
+        """,
+    )
+    config = hh.Config(
+        plugin_dirs=[tmp_path / "plugins"], entry_point_group=None, health_interval=0.02
+    )
+    system = hh.PluginSystem(config)
+    kinds: list[str] = []
+    system.subscribe(lambda event: kinds.append(event.kind))
+    with system:
+        assert system.health_monitor is not None
+        sick.touch()
+        deadline = time.monotonic() + 30
+        while "restarted" not in kinds:
+            assert time.monotonic() < deadline, kinds
+            time.sleep(0.01)
+        sick.unlink()
+        assert "health_failed" in kinds
+        assert starts.read_text().count("start") >= 2
+    assert system.health_monitor is None
