@@ -12,11 +12,9 @@ Discovery reads metadata only (decision 1, "Manifest first"); no plugin code run
   too). Files without ``PLUGIN_INFO`` are helper modules, not plugins; files whose name starts
   with ``_`` are never plugins.
 - **Entry point**: an entry point of an installed distribution in ``Config.entry_point_group``.
-  Name, version, summary, author and entry come from the distribution's metadata. A
-  ``plugin.toml`` shipped in the entry module's top-level package (the one nearest to the module)
-  adds dependencies, capabilities, permissions, requires, isolation and config. Its name and
-  version, if given, must agree with the metadata; its description and author only fill gaps in
-  the metadata; its entry is ignored, as the entry point says where the code is.
+  Name, version, summary and author come from the distribution's metadata; a ``plugin.toml``
+  shipped in the entry module's package adds the rest and must agree on name and version
+  (``helixhooks._entry_points`` has the details).
 
 Directories without ``plugin.toml``, dot-entries and ``__pycache__`` are skipped.
 
@@ -34,37 +32,24 @@ Results come in plugin dir order, by name within a dir, then the entry points by
 from __future__ import annotations
 
 import ast
-import email.utils
-import importlib.machinery
-import importlib.metadata
-import importlib.util
 import logging
 import os
-import sys
 from collections.abc import Iterable, Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
+from ._entry_points import MANIFEST, manifest_table, read_entry_points, read_toml
 from .config import Config
-from .errors import ManifestError, VersionError
+from .errors import ManifestError
 from .plugin import PluginCandidate, PluginInfo, Problem
-from .versioning import parse_version
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+__all__ = ["INFO_VARIABLE", "MANIFEST", "Discovery"]
 
 logger = logging.getLogger("helixhooks.discovery")
 
-MANIFEST = "plugin.toml"
 INFO_VARIABLE = "PLUGIN_INFO"
 
-_MANIFEST_TABLES = ("plugin", "config")
 _DEFAULT_ENTRIES = ("plugin", "__init__")
-# A manifest shipped in a distribution does not override what the metadata says about identity.
-_METADATA_KEYS = frozenset({"name", "version", "description", "author", "entry"})
-_FALLBACK_KEYS = ("description", "author")
 _INFO_MARKER = INFO_VARIABLE.encode()
 
 
@@ -175,6 +160,17 @@ def _keep_first(
     return kept
 
 
+def _entry_point_candidates(
+    group: str, claimed: dict[str, PluginCandidate], problems: list[Problem]
+) -> list[PluginCandidate]:
+    found, unreadable = read_entry_points(group)
+    # Reading only gathers these; they are logged here, like every other discovery problem.
+    for problem in unreadable:
+        logger.warning("%s", problem.reason)
+    problems.extend(unreadable)
+    return sorted(_keep_first(found, claimed, problems), key=_by_name)
+
+
 def _scan_dir(directory: Path, problems: list[Problem]) -> Iterator[PluginCandidate]:
     try:
         with os.scandir(directory) as listing:
@@ -207,74 +203,13 @@ def _scan_dir(directory: Path, problems: list[Problem]) -> Iterator[PluginCandid
             _report(problems, entry.path, exc)
 
 
-def _read_toml(path: str) -> dict[str, Any] | None:
-    """The parsed file; None when it does not exist."""
-    try:
-        with open(path, "rb") as handle:
-            document: dict[str, Any] = tomllib.load(handle)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise ManifestError(
-            f"cannot read file: {exc.strerror}", path=path, hint="check the file's permissions"
-        ) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ManifestError(
-            f"not valid TOML: {exc}", path=path, hint="fix the TOML syntax"
-        ) from exc
-    except UnicodeDecodeError as exc:
-        raise ManifestError(
-            f"not UTF-8 text: {exc.reason} at byte {exc.start}",
-            path=path,
-            hint="save the file as UTF-8",
-        ) from exc
-    return document
-
-
-def _manifest_table(document: dict[str, Any], path: str) -> dict[str, Any]:
-    """The [plugin] table of a plugin.toml with its [config] table merged in as "config"."""
-    unknown = [key for key in document if key not in _MANIFEST_TABLES]
-    if unknown:
-        raise ManifestError(
-            f"unknown top-level table(s) or key(s): {', '.join(unknown)}",
-            path=path,
-            hint="put plugin keys under [plugin] and config defaults under [config]",
-        )
-    table = document.get("plugin")
-    if not isinstance(table, dict):
-        raise ManifestError(
-            "no [plugin] table",
-            path=path,
-            hint='add a [plugin] table with name = "..." and version = "..."',
-        )
-    name = table.get("name")
-    if "config" in table:
-        raise ManifestError(
-            "config defaults belong in a top-level [config] table",
-            plugin=name if isinstance(name, str) else None,
-            path=path,
-            hint="move them from [plugin.config] (or plugin.config) to [config]",
-        )
-    config = document.get("config")
-    if config is None:
-        return table
-    if not isinstance(config, dict):
-        raise ManifestError(
-            "config must be a table",
-            plugin=name if isinstance(name, str) else None,
-            path=path,
-            hint="write the plugin's config defaults as a [config] table",
-        )
-    return {**table, "config": config}
-
-
 def _directory_info(directory: str) -> PluginInfo | None:
     """The manifest of a plugin directory; None when it has no plugin.toml."""
     manifest = os.path.join(directory, MANIFEST)
-    document = _read_toml(manifest)
+    document = read_toml(manifest)
     if document is None:
         return None
-    table = _manifest_table(document, manifest)
+    table = manifest_table(document, manifest)
     defaulted = "entry" not in table
     if defaulted:
         entry = _default_entry(directory)
@@ -397,147 +332,3 @@ def _file_entry(data: dict[str, Any], path: str) -> Any:
             hint='write entry as ":Attribute", or leave it out to use the module',
         )
     return entry
-
-
-def _entry_point_location(entry_point: importlib.metadata.EntryPoint) -> str:
-    return f"entry point {entry_point.group}:{entry_point.name} = {entry_point.value}"
-
-
-def _entry_point_candidates(
-    group: str, claimed: dict[str, PluginCandidate], problems: list[Problem]
-) -> list[PluginCandidate]:
-    found = []
-    for entry_point in importlib.metadata.entry_points(group=group):
-        try:
-            found.append(_entry_point_candidate(entry_point))
-        except ManifestError as exc:
-            _report(problems, _entry_point_location(entry_point), exc)
-    return sorted(_keep_first(found, claimed, problems), key=_by_name)
-
-
-def _entry_point_candidate(entry_point: importlib.metadata.EntryPoint) -> PluginCandidate:
-    location = _entry_point_location(entry_point)
-    dist = entry_point.dist
-    if dist is None:
-        raise ManifestError(
-            "entry point belongs to no installed distribution",
-            plugin=entry_point.name,
-            path=location,
-            hint="install the plugin's distribution",
-        )
-    metadata = dist.metadata
-    module = entry_point.module
-    table: dict[str, Any] = {
-        "name": entry_point.name,
-        "version": dist.version,
-        "description": _field(metadata, "Summary"),
-        "author": _author(metadata),
-        "entry": f"{module}:{entry_point.attr}" if entry_point.attr else module,
-    }
-    manifest = _shipped_manifest(dist, module, entry_point.name, location)
-    source = location
-    if manifest is not None:
-        source = str(manifest)
-        document = _read_toml(source)
-        if document is None:
-            raise ManifestError(
-                f"{MANIFEST} is listed in distribution {dist.name!r} but missing on disk",
-                plugin=entry_point.name,
-                path=source,
-                hint="reinstall the distribution",
-            )
-        table.update(_shipped_table(document, table, source))
-    info = PluginInfo.from_mapping(table, source=source)
-    return PluginCandidate(info, entry_point, "entry_point", distribution=dist.name)
-
-
-def _field(metadata: importlib.metadata.PackageMetadata, key: str) -> str:
-    value = str((metadata.get_all(key) or [""])[0])
-    # Older setuptools wrote UNKNOWN for every field the project left out.
-    return "" if value == "UNKNOWN" else value
-
-
-def _author(metadata: importlib.metadata.PackageMetadata) -> str:
-    author = _field(metadata, "Author")
-    if author:
-        return author
-    # Core metadata puts "Name <mail>" entries in Author-email when a name comes with an address.
-    addresses = email.utils.getaddresses(metadata.get_all("Author-email") or [])
-    return ", ".join(name for name, _ in addresses if name)
-
-
-def _shipped_manifest(
-    dist: importlib.metadata.Distribution, module: str, plugin: str, location: str
-) -> Path | None:
-    """The plugin.toml nearest to ``module`` inside its top-level package, if one is shipped.
-
-    Raises ManifestError when the top-level package is nowhere to be found.
-    """
-    parts = module.split(".")
-    top = parts[0]
-    wanted = ["/".join([*parts[:depth], MANIFEST]) for depth in range(len(parts), 0, -1)]
-    package_files = {file.as_posix(): file for file in dist.files or () if _belongs_to(file, top)}
-    if package_files:
-        for relative in wanted:
-            if relative in package_files:
-                return Path(package_files[relative].locate())
-        return None
-    # Editable installs list only a path hook in their files; the package lives in the source
-    # tree. find_spec locates a top-level module without running it.
-    spec = importlib.util.find_spec(top)
-    if spec is None:
-        raise ManifestError(
-            f"entry point points nowhere: module {top!r} is neither in the files of "
-            f"distribution {dist.name!r} nor on sys.path",
-            plugin=plugin,
-            path=location,
-            hint="fix the entry point in the distribution's metadata, or reinstall it",
-        )
-    if not spec.submodule_search_locations:
-        return None
-    root = Path(next(iter(spec.submodule_search_locations))).parent
-    return next((root / rel for rel in wanted if (root / rel).is_file()), None)
-
-
-def _belongs_to(file: PurePosixPath, top: str) -> bool:
-    first = file.parts[0] if file.parts else ""
-    if first == top:
-        return True
-    # A top-level single-module distribution: top.py, or a compiled top.cpython-311-....so.
-    return (
-        len(file.parts) == 1
-        and first.startswith(top + ".")
-        and any(first.endswith(suffix) for suffix in importlib.machinery.all_suffixes())
-    )
-
-
-def _shipped_table(document: dict[str, Any], metadata: dict[str, Any], path: str) -> dict[str, Any]:
-    """What a shipped plugin.toml adds to the metadata's fields."""
-    table = _manifest_table(document, path)
-    for key in ("name", "version"):
-        if key in table and not _agree(key, table[key], metadata[key]):
-            origin = "entry point" if key == "name" else "distribution"
-            raise ManifestError(
-                f"{MANIFEST} says {key} = {table[key]!r} but the {origin} says {metadata[key]!r}",
-                plugin=metadata["name"],
-                path=path,
-                hint=f"make the two agree, or drop {key} from {MANIFEST}",
-            )
-    # Unknown keys stay in, for PluginInfo to report.
-    added = {key: value for key, value in table.items() if key not in _METADATA_KEYS}
-    for key in _FALLBACK_KEYS:
-        if not metadata[key] and key in table:
-            added[key] = table[key]
-    return added
-
-
-def _agree(key: str, shipped: Any, metadata: str) -> bool:
-    if shipped == metadata:
-        return True
-    if key != "version" or not isinstance(shipped, str):
-        return False
-    # Build tools normalise versions in the metadata: 1.0.0-beta.1 is written as 1.0.0b1.
-    try:
-        return parse_version(shipped) == parse_version(metadata)
-    except VersionError:
-        return False
