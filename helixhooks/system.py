@@ -224,6 +224,21 @@ class PluginSystem:
 
     def _load(self, name: str) -> bool:
         record = self._record(name)
+        isolation = self.config.isolation or record.info.isolation
+        if isolation == "process":
+            # Running it in-process instead would silently drop the isolation it asked for.
+            self._fail(
+                name,
+                LoadError(
+                    "asks for process isolation, which this version of helixhooks cannot "
+                    "provide yet",
+                    plugin=name,
+                    path=_location(record),
+                    hint="set isolation = 'inprocess' in its manifest (or Config.isolation) "
+                    "to run it in the host process",
+                ),
+            )
+            return False
         try:
             loaded: LoadedPlugin = self.loader.load(record.candidate or record.info.name)
         except LoadError as exc:

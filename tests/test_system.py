@@ -327,3 +327,18 @@ def test_health_interval_restarts_a_plugin_that_stays_unhealthy(tmp_path: Path) 
         assert "health_failed" in kinds
         assert starts.read_text().count("start") >= 2
     assert system.health_monitor is None
+
+
+def test_process_isolation_is_refused_not_silently_dropped(tmp_path: Path) -> None:
+    write_plugin(tmp_path, "boxed", "class Plugin:\n    pass\n", extra='isolation = "process"\n')
+    write_plugin(tmp_path, "plain", "class Plugin:\n    pass\n")
+    with _system(tmp_path) as system:
+        assert system.get("plain").state is hh.PluginState.STARTED
+        assert system.get("boxed").state is hh.PluginState.FAILED
+        (problem,) = system.problems
+        assert problem.name == "boxed" and "process isolation" in problem.reason
+    overridden = hh.PluginSystem(
+        hh.Config(plugin_dirs=[tmp_path], entry_point_group=None, isolation="inprocess")
+    )
+    with overridden:
+        assert overridden.get("boxed").state is hh.PluginState.STARTED
