@@ -9,11 +9,15 @@ depend on it are held back, and every other plugin carries on.
 from __future__ import annotations
 
 import logging
+import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import pluggy
 
 from .config import Config
 from .dependencies import DependencyResolver
@@ -38,11 +42,11 @@ _START_ALL_PICKS = frozenset({PluginState.LOADED, PluginState.INITIALIZED, Plugi
 
 
 class BoundedCall(Generic[T]):
-    """``fn`` started at once in a daemon thread, for a caller that waits with a time limit.
+    """``fn`` started at once in a daemon worker thread, for a caller that waits with a time limit.
 
     Python cannot kill a thread, so a call that overruns is abandoned, not stopped: it runs on,
-    and whatever it returns or raises later is logged and dropped, never applied. Killing a hung
-    plugin for real is the process tier's job.
+    and whatever it returns or raises later is logged and dropped, never applied. Its worker is
+    never reused. Killing a hung plugin for real is the process tier's job.
     """
 
     def __init__(self, fn: Callable[[], T], *, plugin: str, phase: str) -> None:
@@ -56,14 +60,16 @@ class BoundedCall(Generic[T]):
         self._lock = threading.Lock()
         self._abandoned = False
         self._created = time.perf_counter()
-        thread = threading.Thread(
-            target=self._run, name=f"helixhooks-{phase}-{plugin}", daemon=True
-        )
-        thread.start()
+        _WORKERS.run(self)
 
     @property
     def done(self) -> bool:
         return self._finished.is_set()
+
+    @property
+    def thread_name(self) -> str:
+        """What its worker thread is called while it runs this call."""
+        return f"helixhooks-{self.phase}-{self.plugin}"
 
     def elapsed(self) -> float:
         return time.perf_counter() - self._created
@@ -79,7 +85,8 @@ class BoundedCall(Generic[T]):
             self._abandoned = True
         return False
 
-    def _run(self) -> None:
+    def _run(self, worker: _Worker) -> bool:
+        """Run the call; True if ``worker`` went back to its pool (the call was not abandoned)."""
         began = time.perf_counter()
         try:
             self.value = self._fn()
@@ -87,8 +94,10 @@ class BoundedCall(Generic[T]):
             self.error = exc
         self.duration = time.perf_counter() - began
         with self._lock:
-            self._finished.set()
             abandoned = self._abandoned
+            # Back in the pool before the waiter wakes, so that its next call finds this worker.
+            kept = not abandoned and worker.rejoin()
+            self._finished.set()
         if abandoned:
             outcome = f"raised {self.error!r}" if self.error is not None else "finished"
             _log.warning(
@@ -98,6 +107,100 @@ class BoundedCall(Generic[T]):
                 outcome,
                 self.duration,
             )
+        return kept
+
+
+class _Worker:
+    """A daemon thread that runs bounded calls one after another while its pool keeps it."""
+
+    def __init__(self, pool: _Workers, first: BoundedCall[Any]) -> None:
+        self._pool = pool
+        self._inbox: queue.SimpleQueue[BoundedCall[Any]] = queue.SimpleQueue()
+        # Through the inbox, not the thread's args, which hold their objects until it ends.
+        self._inbox.put(first)
+        self._thread = threading.Thread(target=self._serve, name=first.thread_name, daemon=True)
+        self._thread.start()
+
+    def give(self, call: BoundedCall[Any]) -> None:
+        self._thread.name = call.thread_name
+        self._inbox.put(call)
+
+    def rejoin(self) -> bool:
+        """Offer this worker back to its pool; False if the pool is full (the worker ends)."""
+        # Renamed first: once in the pool, the worker may be handed its next call at any moment.
+        self._thread.name = _IDLE_NAME
+        return self._pool.keep_idle(self)
+
+    def _serve(self) -> None:
+        call: BoundedCall[Any] | None = self._inbox.get()
+        while call is not None:
+            kept = call._run(self)
+            # Dropped before waiting: an idle worker must not keep a call's plugin objects alive.
+            call = None
+            if kept:
+                call = self._next_call()
+
+    def _next_call(self) -> BoundedCall[Any] | None:
+        """The next call handed over, or None once idle for too long (the worker then ends)."""
+        try:
+            return self._inbox.get(timeout=self._pool.idle_timeout)
+        except queue.Empty:
+            if self._pool.release_idle(self):
+                return None
+            # A call was handed over as the wait ran out: it is on its way.
+            return self._inbox.get()
+
+
+class _Workers:
+    """A pool of idle workers: handing a call to a waiting thread is cheaper than starting one.
+
+    At most ``keep`` idle workers are kept, each for up to ``idle_timeout`` seconds; more calls
+    at once start more threads, which end when they find the pool full. A worker whose call was
+    abandoned is never taken back.
+    """
+
+    def __init__(self, keep: int, idle_timeout: float) -> None:
+        self.keep = keep
+        self.idle_timeout = idle_timeout
+        self._idle: list[_Worker] = []
+        self._lock = threading.Lock()
+
+    def run(self, call: BoundedCall[Any]) -> None:
+        """Start ``call`` on an idle worker, or on a new one."""
+        with self._lock:
+            worker = self._idle.pop() if self._idle else None
+        if worker is None:
+            _Worker(self, call)
+        else:
+            worker.give(call)
+
+    def keep_idle(self, worker: _Worker) -> bool:
+        with self._lock:
+            if len(self._idle) >= self.keep:
+                return False
+            self._idle.append(worker)
+            return True
+
+    def release_idle(self, worker: _Worker) -> bool:
+        """Take an idle worker out for good; False if a call was handed to it meanwhile."""
+        with self._lock:
+            if worker not in self._idle:
+                return False
+            self._idle.remove(worker)
+            return True
+
+    def forget_idle(self) -> None:
+        # In a forked child the idle workers' threads do not exist.
+        self._idle.clear()
+        self._lock = threading.Lock()
+
+
+_IDLE_NAME = "helixhooks-worker-idle"
+# Lifecycle calls come one at a time and a health round one per plugin; idle workers leave
+# within seconds, so a burst of calls leaves no threads behind for long.
+_WORKERS = _Workers(keep=8, idle_timeout=5.0)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_WORKERS.forget_idle)
 
 
 def context_for(record: PluginRecord, config: Config, registry: Registry) -> PluginContext:
@@ -113,6 +216,12 @@ def context_for(record: PluginRecord, config: Config, registry: Registry) -> Plu
         path=path,
         hook=registry.pm.hook,
     )
+
+
+def _lifecycle_hook(loaded: LoadedPlugin, phase: str) -> pluggy.HookCaller | None:
+    """The plugin's ``helix_<phase>`` on its private manager; None when it has no impl of it."""
+    caller: pluggy.HookCaller = getattr(loaded.pm.hook, f"helix_{phase}")
+    return caller if caller.get_hookimpls() else None
 
 
 class LifecycleManager:
@@ -233,9 +342,7 @@ class LifecycleManager:
         self._require(record, "init", _CAN_INIT, PluginState.INITIALIZED)
         loaded = self._loaded(record)
         ctx = context_for(record, self.config, self.registry)
-        duration = self._run_hook(
-            record, loaded, "init", lambda: loaded.pm.hook.helix_init(config=ctx.config, ctx=ctx)
-        )
+        duration = self._run_hook(record, loaded, "init", config=ctx.config, ctx=ctx)
         with self.registry.lock:
             self._check_unchanged(record, loaded, "init")
             self.registry.set_state(name, PluginState.INITIALIZED)
@@ -248,9 +355,7 @@ class LifecycleManager:
         self._require(record, "start", _CAN_START, PluginState.STARTED)
         loaded = self._loaded(record)
         ctx = context_for(record, self.config, self.registry)
-        duration = self._run_hook(
-            record, loaded, "start", lambda: loaded.pm.hook.helix_start(ctx=ctx)
-        )
+        duration = self._run_hook(record, loaded, "start", ctx=ctx)
         with self.registry.lock:
             self._check_unchanged(record, loaded, "start")
             try:
@@ -279,16 +384,17 @@ class LifecycleManager:
             # Out of the live manager before helix_stop runs: hosts never call a stopping plugin.
             self.registry.deactivate(name)
             self.registry.set_state(name, PluginState.STOPPED)
-        duration = self._run_hook(
-            record, loaded, "stop", lambda: loaded.pm.hook.helix_stop(ctx=ctx)
-        )
+        duration = self._run_hook(record, loaded, "stop", ctx=ctx)
         with self.registry.lock:
             record.timings["stop"] = duration
         self._emit(PluginEvent("stopped", name, record.info.version, duration=duration))
 
     def _release(self, loaded: LoadedPlugin, ctx: PluginContext) -> None:
         """``helix_stop`` for a plugin that started but cannot serve; a failure is only logged."""
-        run = BoundedCall(lambda: loaded.pm.hook.helix_stop(ctx=ctx), plugin=ctx.name, phase="stop")
+        caller = _lifecycle_hook(loaded, "stop")
+        if caller is None:
+            return
+        run = BoundedCall(lambda: caller(ctx=ctx), plugin=ctx.name, phase="stop")
         if not run.wait(self.config.load_timeout) or run.error is not None:
             self._logger.warning("plugin %r: helix_stop failed or overran: %r", ctx.name, run.error)
 
@@ -372,14 +478,18 @@ class LifecycleManager:
         record: PluginRecord,
         loaded: LoadedPlugin,
         phase: str,
-        call: Callable[[], object],
+        **kwargs: object,
     ) -> float:
         """Run one lifecycle hook bounded by load_timeout; returns its duration.
 
-        On a raise or a timeout the plugin is marked FAILED and the error is raised.
+        On a raise or a timeout the plugin is marked FAILED and the error is raised. A plugin
+        without the hook takes no time: no thread is started for it.
         """
+        caller = _lifecycle_hook(loaded, phase)
+        if caller is None:
+            return 0.0
         timeout = self.config.load_timeout
-        run = BoundedCall(call, plugin=record.name, phase=phase)
+        run = BoundedCall(lambda: caller(**kwargs), plugin=record.name, phase=phase)
         if not run.wait(timeout):
             error: HelixError = PluginTimeout(
                 record.name,

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 import pluggy
+from pluggy import HookspecOpts
 
 from .config import Config
 from .discovery import MANIFEST, Discovery
@@ -94,6 +95,7 @@ class Loader:
         for spec in specs:
             self.add_hookspecs(spec)
         self._generations: dict[str, int] = {}
+        self._spec_opts: dict[tuple[HookspecNamespace, str], HookspecOpts | None] = {}
         self._live: dict[str, list[LoadedPlugin]] = {}
 
     def add_hookspecs(self, spec: object) -> None:
@@ -269,7 +271,7 @@ class Loader:
         self, candidate: PluginCandidate, module: types.ModuleType, plugin: object
     ) -> pluggy.PluginManager:
         """Register ``plugin`` alone on a fresh manager with every spec, so a misfit fails here."""
-        pm = pluggy.PluginManager(PROJECT_NAME)
+        pm = _PrivateManager(self._spec_opts)
         for spec in self._specs:
             pm.add_hookspecs(spec)
         try:
@@ -283,6 +285,26 @@ class Loader:
                 hint=MISFIT_HINT,
             ) from exc
         return pm
+
+
+class _PrivateManager(pluggy.PluginManager):
+    """A plugin's private manager, taking hookspec options from its Loader's cache of them.
+
+    Every load adds the same hookspec namespaces, and pluggy would read each of them with
+    ``inspect.getattr_static`` again for every plugin.
+    """
+
+    def __init__(self, spec_opts: dict[tuple[HookspecNamespace, str], HookspecOpts | None]) -> None:
+        super().__init__(PROJECT_NAME)
+        self._spec_opts = spec_opts
+
+    def parse_hookspec_opts(
+        self, module_or_class: HookspecNamespace, name: str
+    ) -> HookspecOpts | None:
+        key = (module_or_class, name)
+        if key not in self._spec_opts:
+            self._spec_opts[key] = super().parse_hookspec_opts(module_or_class, name)
+        return self._spec_opts[key]
 
 
 def hookspec_namespace(spec: object) -> HookspecNamespace:
@@ -312,18 +334,20 @@ def _private_modules(private_name: str) -> tuple[str, ...]:
 def _created_modules(
     candidate: PluginCandidate, private_name: str, known: frozenset[str]
 ) -> tuple[str, ...]:
+    """The ``sys.modules`` keys this load added: its private package and what is under it.
+
+    For an entry point, only its own package: a first import of json or requests by the plugin
+    is not the plugin's to remove.
+    """
     if isinstance(candidate.source, EntryPoint):
-        # Only the entry point's own package: a first import of json or requests by the plugin
-        # is not the plugin's to remove.
         package = candidate.source.module.partition(".")[0]
-        return tuple(
-            sorted(
-                key
-                for key in list(sys.modules)
-                if key not in known and (key == package or key.startswith(package + "."))
-            )
-        )
-    return _private_modules(private_name)
+    else:
+        package = private_name
+    prefix = package + "."
+    # The set difference runs in C: scanning every module name per load would grow with the
+    # number of plugins loaded.
+    added = sys.modules.keys() - known
+    return tuple(sorted(key for key in added if key == package or key.startswith(prefix)))
 
 
 def _drop_modules(loaded: LoadedPlugin) -> None:

@@ -8,14 +8,13 @@ implementation list at the start of every call, and every change here replaces a
 from __future__ import annotations
 
 import builtins
+import copy
 import threading
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import attrs
 import pluggy
 from pluggy import HookCaller, HookImpl
-from pluggy._hooks import normalize_hookimpl_opts
 
 from .errors import LifecycleError, LoadError
 from .hookspecs import LifecycleSpec
@@ -162,7 +161,13 @@ class Registry:
             record.error = error
 
     def activate(self, name: str) -> None:
-        """Put the plugin's hookimpls in the live manager; already active: no-op."""
+        """Put the plugin's hookimpls in the live manager; already active: no-op.
+
+        Does what ``pm.register`` does, with the impls the plugin's private manager built at
+        load instead of parsing the plugin again: each is verified against the live hookspecs
+        (the host may have added some since), then added by pluggy's own ordering rules,
+        historic hooks replaying their calls to it.
+        """
         with self.lock:
             loaded = self._require_loaded(name)
             if self.pm.get_plugin(name) is loaded.plugin:
@@ -173,10 +178,34 @@ class Registry:
                     plugin=name,
                     hint="swap generations with Registry.swap, not activate",
                 )
-            try:
+            if self.pm.is_blocked(name) or loaded.plugin in self.pm._name2plugin.values():
+                # pluggy's own answers: a blocked name registers nothing, and a plugin object
+                # registered under another name is a ValueError.
                 self.pm.register(loaded.plugin, name=name)
-            except pluggy.PluginValidationError as exc:
-                raise _misfit(name, loaded, exc) from exc
+                return
+            impls = [
+                (caller_name, impl, self._verified(caller_name, impl, name, loaded))
+                for caller_name, impl in _prebuilt_impls(loaded)
+            ]
+            self.pm._name2plugin[name] = loaded.plugin
+            for caller_name, impl, verified in impls:
+                caller = getattr(self.pm.hook, caller_name, None)
+                if caller is None:
+                    caller = HookCaller(caller_name, self.pm._hookexec)
+                    setattr(self.pm.hook, caller_name, caller)
+                elif not verified:
+                    # An earlier impl's historic replay may have added this hook's spec.
+                    self._verify(caller, [impl], name, loaded)
+                caller._maybe_apply_history(impl)
+                caller._add_hookimpl(impl)
+
+    def _verified(self, caller_name: str, impl: HookImpl, name: str, loaded: LoadedPlugin) -> bool:
+        """Verify ``impl`` against the live spec of its hook; False if there is none yet."""
+        caller: HookCaller | None = getattr(self.pm.hook, caller_name, None)
+        if caller is None or not caller.has_spec():
+            return False
+        self._verify(caller, [impl], name, loaded)
+        return True
 
     def deactivate(self, name: str) -> None:
         """Take the plugin's hookimpls out of the live manager; not active: no-op."""
@@ -251,7 +280,7 @@ class Registry:
     ) -> builtins.list[tuple[HookCaller, builtins.list[HookImpl]]]:
         """Each affected caller and its new impl list; verifies, but changes nothing live."""
         new_impls: dict[str, builtins.list[HookImpl]] = {}
-        for hook_name, impl in _hookimpls(self.pm, new.plugin, name):
+        for hook_name, impl in _prebuilt_impls(new):
             new_impls.setdefault(hook_name, []).append(impl)
         plan = []
         for caller in list(vars(self.pm.hook).values()):
@@ -308,17 +337,23 @@ def _live_impls(pm: pluggy.PluginManager, plugin: object) -> list[HookImpl]:
     ]
 
 
-def _hookimpls(
-    pm: pluggy.PluginManager, plugin: object, name: str
-) -> Iterator[tuple[str, HookImpl]]:
-    """``plugin``'s hookimpls as ``pm.register`` would build them: (hook name, impl)."""
-    for attribute in dir(plugin):
-        opts = pm.parse_hookimpl_opts(plugin, attribute)
-        if opts is None:
-            continue
-        normalize_hookimpl_opts(opts)
-        impl = HookImpl(plugin, name, getattr(plugin, attribute), opts)
-        yield opts["specname"] or attribute, impl
+def _prebuilt_impls(loaded: LoadedPlugin) -> list[tuple[str, HookImpl]]:
+    """(hook name, impl) for each impl ``pm.register`` built on the plugin's private manager.
+
+    Reusing them spares a second parse (pluggy reads every attribute of the plugin with
+    ``inspect.getattr_static``). They are copies: Metrics keeps a retired impl out of a
+    manager's calls by its identity, and a restarted plugin must not look retired. The order is
+    ``pm.register``'s: by hook name (its ``dir()`` order, but for an impl with a ``specname``)
+    and, within a hook, as registered.
+    """
+    plugin = loaded.plugin
+    prebuilt: list[tuple[str, HookImpl]] = []
+    for hook_name, caller in sorted(vars(loaded.pm.hook).items()):
+        impls = [impl for impl in caller.get_hookimpls() if impl.plugin is plugin]
+        # Each trylast impl went first, so a caller holds those in reverse registration order.
+        registered = [i for i in impls if not i.trylast] + [i for i in reversed(impls) if i.trylast]
+        prebuilt.extend((hook_name, copy.copy(impl)) for impl in registered)
+    return prebuilt
 
 
 def _replace_impls(

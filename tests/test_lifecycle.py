@@ -16,9 +16,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from helixhooks import lifecycle
 from helixhooks.config import Config
 from helixhooks.errors import DependencyError, LifecycleError, LoadError, PluginTimeout
-from helixhooks.lifecycle import LifecycleManager
+from helixhooks.lifecycle import BoundedCall, LifecycleManager
 from helixhooks.loader import Loader
 from helixhooks.markers import hookspec
 from helixhooks.metrics import Metrics
@@ -652,3 +653,178 @@ def _drive(rig: Rig, steps: list[tuple[str, str]]) -> None:
     assert sorted(rig.registry.pm.hook.answer()) == [
         p for p in "ab" if rig.state(p) is PluginState.STARTED
     ]
+
+
+@pytest.fixture
+def workers(monkeypatch: pytest.MonkeyPatch) -> Iterator[lifecycle._Workers]:
+    """A worker pool of this test's own, its idle workers ended afterwards."""
+    pool = lifecycle._Workers(keep=2, idle_timeout=60.0)
+    monkeypatch.setattr(lifecycle, "_WORKERS", pool)
+    yield pool
+    # With no room left in the pool, each idle worker ends after one more call.
+    pool.keep = 0
+    ended = []
+    while pool._idle:
+        run = BoundedCall(threading.current_thread, plugin="pool", phase="teardown")
+        assert run.wait(10)
+        ended.append(run.value)
+    for thread in ended:
+        assert thread is not None
+        thread.join(10)
+        assert not thread.is_alive()
+
+
+def current_thread_name() -> str:
+    return threading.current_thread().name
+
+
+def test_bounded_calls_one_after_another_reuse_one_named_worker(
+    workers: lifecycle._Workers,
+) -> None:
+    threads = []
+    for phase in ("init", "start", "stop"):
+        run = BoundedCall(threading.current_thread, plugin="p", phase=phase)
+        assert run.wait(10)
+        threads.append(run.value)
+        named = BoundedCall(current_thread_name, plugin="p", phase=phase)
+        assert named.wait(10)
+        assert named.value == f"helixhooks-{phase}-p"
+
+    worker = threads[0]
+    assert worker is not threading.current_thread()
+    assert threads == [worker] * 3
+    # Between calls it waits in the pool, under a name that says so.
+    assert worker is not None and worker.is_alive()
+    assert worker.name == "helixhooks-worker-idle"
+
+
+def test_a_worker_whose_call_was_abandoned_is_never_reused(workers: lifecycle._Workers) -> None:
+    release = threading.Event()
+
+    def hang() -> threading.Thread:
+        release.wait(30)
+        return threading.current_thread()
+
+    hung = BoundedCall(hang, plugin="p", phase="start")
+    try:
+        assert not hung.wait(0.05)
+        hung_thread = next(t for t in threading.enumerate() if t.name == "helixhooks-start-p")
+        later = BoundedCall(threading.current_thread, plugin="p", phase="init")
+        assert later.wait(10)
+        assert later.value is not hung_thread
+    finally:
+        release.set()
+
+    # Once its call ends the abandoned worker ends too: it does not rejoin the pool.
+    hung_thread.join(10)
+    assert not hung_thread.is_alive()
+    assert hung.value is hung_thread
+    again = BoundedCall(threading.current_thread, plugin="p", phase="init")
+    assert again.wait(10)
+    assert again.value is later.value
+
+
+def test_the_pool_keeps_at_most_keep_idle_workers(workers: lifecycle._Workers) -> None:
+    together = threading.Barrier(4, timeout=10)
+
+    def meet() -> threading.Thread:
+        together.wait()
+        return threading.current_thread()
+
+    runs = [BoundedCall(meet, plugin=f"p{i}", phase="health_check") for i in range(4)]
+    assert all(run.wait(10) for run in runs)
+    threads = {run.value for run in runs}
+    assert len(threads) == 4
+
+    idle = {worker._thread for worker in workers._idle}
+    assert len(idle) == workers.keep == 2
+    for thread in threads - idle:
+        assert thread is not None
+        thread.join(10)
+        assert not thread.is_alive()
+    assert all(thread.is_alive() for thread in idle)
+
+
+def test_an_idle_worker_ends_after_its_idle_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = lifecycle._Workers(keep=2, idle_timeout=0.01)
+    monkeypatch.setattr(lifecycle, "_WORKERS", pool)
+    first = BoundedCall(threading.current_thread, plugin="p", phase="init")
+    assert first.wait(10)
+    assert first.value is not None
+    first.value.join(10)
+    assert not first.value.is_alive()
+    assert pool._idle == []
+
+    second = BoundedCall(threading.current_thread, plugin="p", phase="start")
+    assert second.wait(10)
+    assert second.value is not first.value
+    assert second.value is not None
+    second.value.join(10)
+    assert not second.value.is_alive()
+
+
+def test_no_call_is_lost_when_a_worker_times_out_as_it_is_handed_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Idle workers give up almost at once while four threads keep handing calls over, so
+    # hand-overs race with workers leaving the pool.
+    pool = lifecycle._Workers(keep=2, idle_timeout=1e-5)
+    monkeypatch.setattr(lifecycle, "_WORKERS", pool)
+    lost: list[tuple[int, int]] = []
+    workers: set[threading.Thread] = set()
+
+    def submit(submitter: int) -> None:
+        for i in range(150):
+            run = BoundedCall(threading.current_thread, plugin=f"p{submitter}", phase="x")
+            if not run.wait(10) or run.value is None:
+                lost.append((submitter, i))
+                return
+            workers.add(run.value)
+
+    with fast_switching():
+        submitters = [threading.Thread(target=submit, args=(k,)) for k in range(4)]
+        for thread in submitters:
+            thread.start()
+        for thread in submitters:
+            thread.join(60)
+    assert not any(thread.is_alive() for thread in submitters)
+    assert lost == []
+    for thread in workers:
+        thread.join(10)
+        assert not thread.is_alive()
+
+
+BARE_PLUGIN = """
+from helixhooks.markers import hookimpl
+
+
+class Plugin:
+    @hookimpl
+    def answer(self):
+        return "bare"
+"""
+
+
+def test_a_plugin_without_lifecycle_hooks_runs_no_thread(
+    tmp_path: Path, workers: lifecycle._Workers
+) -> None:
+    rig = make_rig(tmp_path, {"bare": ()}, sources={"bare": BARE_PLUGIN})
+
+    assert rig.lifecycle.start_all() == ["bare"]
+    assert rig.registry.pm.hook.answer() == ["bare"]
+    rig.lifecycle.stop_all()
+    rig.lifecycle.restart("bare")
+
+    # Any call run would have left its worker idle in the pool.
+    assert workers._idle == []
+    assert rig.kinds("bare") == ["started", "stopped", "started"]
+    record = rig.registry.get("bare")
+    assert record is not None
+    assert record.timings == {"init": 0.0, "start": 0.0, "stop": 0.0}
+    assert rig.metrics.get_stats("bare").start_time == 0.0
+
+    # A plugin that has the hooks does run them, on a pooled worker.
+    full = make_rig(tmp_path / "full", {"full": ()})
+    assert full.lifecycle.start_all() == ["full"]
+    assert full.calls("start") == ["full"]
+    assert len(workers._idle) == 1

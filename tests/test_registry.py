@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import sys
+import tempfile
 import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pluggy
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from helixhooks.errors import LifecycleError, LoadError
 from helixhooks.loader import LoadedPlugin, Loader
-from helixhooks.markers import hookspec
+from helixhooks.markers import PROJECT_NAME, hookspec
 from helixhooks.metrics import Metrics
 from helixhooks.plugin import PluginCandidate, PluginInfo, PluginState
 from helixhooks.registry import PluginRecord, Registry
@@ -488,3 +492,100 @@ def _wait_in_flight(registry: Registry) -> None:
     while not dispatch.inflight:
         assert time.monotonic() < deadline, "the hook call never started"
         time.sleep(0.001)
+
+
+def test_a_reactivated_plugin_answers_again_through_metrics(make_plugin: PluginFactory) -> None:
+    # Metrics keeps retired impls out of calls by identity: what goes live again must be new.
+    metrics = Metrics()
+    registry = Registry(specs=[AgentSpec], metrics=metrics)
+    started(registry, make_plugin("target", answering("target")))
+    for _ in range(3):
+        assert registry.pm.hook.analyze(text="") == ["target"]
+        registry.deactivate("target")
+        assert registry.pm.hook.analyze(text="") == []
+        registry.activate("target")
+    assert metrics.get_stats("target").hooks["analyze"].count == 3
+
+
+class AnnounceSpec:
+    @hookspec(historic=True)
+    def announce(self, word: str) -> None:
+        """Told to every plugin, including those that come later."""
+
+
+def test_activate_replays_historic_calls_to_the_plugin(make_plugin: PluginFactory) -> None:
+    registry = Registry(specs=[AgentSpec, AnnounceSpec])
+    registry.pm.hook.announce.call_historic(kwargs={"word": "hello"})
+    # Optional to the loader, which does not know the hook; the live spec is checked at activate.
+    body = "heard = []\n@hookimpl(optionalhook=True)\ndef announce(word):\n    heard.append(word)\n"
+    loaded = make_plugin("late", body)
+    started(registry, loaded)
+    assert loaded.module.heard == ["hello"]
+    registry.pm.hook.announce.call_historic(kwargs={"word": "again"})
+    assert loaded.module.heard == ["hello", "again"]
+
+
+def test_activate_keeps_pluggys_answers_for_blocked_names_and_known_plugins(
+    registry: Registry, make_plugin: PluginFactory
+) -> None:
+    blocked = make_plugin("blocked", answering("blocked"))
+    registry.register(blocked)
+    registry.pm.set_blocked("blocked")
+    registry.activate("blocked")
+    assert results(registry) == []
+
+    twice = make_plugin("twice", answering("twice"))
+    registry.register(twice)
+    registry.pm.register(twice.plugin, name="alias")
+    with pytest.raises(ValueError, match="already registered under a different name"):
+        registry.activate("twice")
+    assert registry.pm.get_plugin("twice") is None
+
+
+# Each impl's options, as the plugin writes them in @hookimpl(...).
+IMPL_OPTIONS = st.sampled_from(["", "tryfirst=True", "trylast=True", "wrapper=True"])
+
+
+def impls_source(tag: str, options: list[str]) -> str:
+    """A plugin with one impl of ``analyze`` per entry of ``options``, named in dir() order."""
+    source = []
+    for index, option in enumerate(options):
+        marker = ", ".join(filter(None, ['specname="analyze"', option]))
+        body = "return (yield)" if option == "wrapper=True" else f"return {tag!r}"
+        source.append(f"@hookimpl({marker})\ndef impl_{index}(text):\n    {body}\n")
+    return "".join(source)
+
+
+@given(
+    others=st.lists(st.lists(IMPL_OPTIONS, min_size=1, max_size=3), max_size=3),
+    options=st.lists(IMPL_OPTIONS, min_size=1, max_size=5),
+)
+def test_activate_orders_impls_exactly_as_pm_register(
+    others: list[list[str]], options: list[str]
+) -> None:
+    with tempfile.TemporaryDirectory() as root:
+        factory = PluginFactory(Path(root), Loader(specs=[AgentSpec]))
+        registry = Registry(specs=[AgentSpec])
+        twin = pluggy.PluginManager(PROJECT_NAME)
+        twin.add_hookspecs(AgentSpec)
+        plugins = [factory(f"other{i}", impls_source(f"other{i}", o)) for i, o in enumerate(others)]
+        plugins.append(factory("target", impls_source("target", options)))
+        try:
+            for loaded in plugins:
+                started(registry, loaded)
+                twin.register(loaded.plugin, name=loaded.info.name)
+
+            def order(pm: pluggy.PluginManager) -> list[tuple[str, str]]:
+                impls = pm.hook.analyze.get_hookimpls()
+                return [(impl.plugin_name, impl.function.__name__) for impl in impls]
+
+            assert order(registry.pm) == order(twin)
+            # Out and back in again: the same place.
+            registry.deactivate("target")
+            registry.activate("target")
+            twin.unregister(name="target")
+            twin.register(plugins[-1].plugin, name="target")
+            assert order(registry.pm) == order(twin)
+        finally:
+            for loaded in plugins:
+                factory.loader.unload(loaded.info.name)
