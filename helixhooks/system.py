@@ -147,6 +147,19 @@ class PluginSystem:
                 monitor.stop()
             self.lifecycle.stop_all()
 
+    def close(self) -> None:
+        """Stop everything, then unload every plugin, dependents first.
+
+        Leaving the ``with`` block only stops, so the plugins can still be inspected; a host that
+        is done with this system closes it to drop the plugins' modules too.
+        """
+        with self._lock:
+            self.stop_all()
+            order = DependencyResolver(self._live_infos()).resolve().order
+            remaining = set(self.registry.names())
+            for name in [*reversed(order), *sorted(remaining - set(order))]:
+                self.unload(name)
+
     def restart(self, name: str) -> None:
         """Stop ``name`` and its dependents, then start it and them again."""
         with self._lock:

@@ -83,14 +83,14 @@ def analyzer_dir(tmp_path: Path) -> Path:
 def test_directory_plugin_imports_its_subpackages_relatively(
     loader: Loader, analyzer_dir: Path
 ) -> None:
-    loaded = loader.load(directory_candidate(analyzer_dir, "analyzer", "plugin:Analyzer"))
-    base = f"{PRIVATE_PACKAGE}.analyzer.g1"
+    loaded = loader.load(directory_candidate(analyzer_dir, "textanalyzer", "plugin:Analyzer"))
+    base = f"{PRIVATE_PACKAGE}.textanalyzer.g1"
     assert loaded.generation == 1
     assert loaded.module.__name__ == f"{base}.plugin"
     assert type(loaded.plugin).__name__ == "Analyzer"
     assert isinstance(loaded.plugin, loaded.module.Analyzer)
     assert loaded.pm.hook.analyze(text="ab") == ["abab!!"]
-    assert loaded.pm.get_plugin("analyzer") is loaded.plugin
+    assert loaded.pm.get_plugin("textanalyzer") is loaded.plugin
     assert set(loaded.modules) == {
         base,
         f"{base}.plugin",
@@ -101,12 +101,12 @@ def test_directory_plugin_imports_its_subpackages_relatively(
     assert sys.modules[base].PACKAGE_MARK == "init ran"
     for key in loaded.modules:
         assert Path(sys.modules[key].__file__ or "").is_relative_to(analyzer_dir)
-    loader.unload("analyzer")
+    loader.unload("textanalyzer")
 
 
 def test_plugin_dirs_are_not_put_on_sys_path(loader: Loader, analyzer_dir: Path) -> None:
     before = list(sys.path)
-    loader.load(directory_candidate(analyzer_dir, "analyzer", "plugin:Analyzer"))
+    loader.load(directory_candidate(analyzer_dir, "textanalyzer", "plugin:Analyzer"))
     assert sys.path == before
     from_plugin_dir = [
         key
@@ -114,8 +114,8 @@ def test_plugin_dirs_are_not_put_on_sys_path(loader: Loader, analyzer_dir: Path)
         if Path(getattr(module, "__file__", None) or "").is_relative_to(analyzer_dir)
     ]
     assert from_plugin_dir
-    assert all(key.startswith(f"{PRIVATE_PACKAGE}.analyzer.") for key in from_plugin_dir)
-    loader.unload("analyzer")
+    assert all(key.startswith(f"{PRIVATE_PACKAGE}.textanalyzer.") for key in from_plugin_dir)
+    loader.unload("textanalyzer")
 
 
 def test_file_plugin_without_entry_registers_the_module(loader: Loader, tmp_path: Path) -> None:
@@ -124,23 +124,23 @@ def test_file_plugin_without_entry_registers_the_module(loader: Loader, tmp_path
         """
         from helixhooks.markers import hookimpl
 
-        PLUGIN_INFO = {"name": "hello", "version": "1.0.0"}
+        PLUGIN_INFO = {"name": "hellofile", "version": "1.0.0"}
 
         @hookimpl
         def analyze(text):
             return f"hello {text}"
         """,
     )
-    loaded = loader.load(file_candidate(path, "hello"))
-    assert loaded.module.__name__ == f"{PRIVATE_PACKAGE}.hello.g1"
+    loaded = loader.load(file_candidate(path, "hellofile"))
+    assert loaded.module.__name__ == f"{PRIVATE_PACKAGE}.hellofile.g1"
     assert loaded.plugin is loaded.module
-    assert loaded.modules == (f"{PRIVATE_PACKAGE}.hello.g1",)
+    assert loaded.modules == (f"{PRIVATE_PACKAGE}.hellofile.g1",)
     assert loaded.pm.hook.analyze(text="you") == ["hello you"]
     by_path = loader.load(path)
     assert by_path.candidate is not None
     assert by_path.candidate.kind == "file"
-    assert by_path.module.__name__ == f"{PRIVATE_PACKAGE}.hello.g2"
-    loader.unload("hello")
+    assert by_path.module.__name__ == f"{PRIVATE_PACKAGE}.hellofile.g2"
+    loader.unload("hellofile")
 
 
 def test_init_entry_registers_the_package_module(loader: Loader, tmp_path: Path) -> None:
@@ -282,15 +282,15 @@ def test_unload_lets_the_old_module_be_garbage_collected(
     loader: Loader, analyzer_dir: Path
 ) -> None:
     loaded: LoadedPlugin | None = loader.load(
-        directory_candidate(analyzer_dir, "analyzer", "plugin:Analyzer")
+        directory_candidate(analyzer_dir, "textanalyzer", "plugin:Analyzer")
     )
     assert loaded is not None
     assert loaded.pm.hook.analyze(text="x") == ["xx!!"]
     module_ref = weakref.ref(loaded.module)
-    package_ref = weakref.ref(sys.modules[f"{PRIVATE_PACKAGE}.analyzer.g1"])
+    package_ref = weakref.ref(sys.modules[f"{PRIVATE_PACKAGE}.textanalyzer.g1"])
     plugin_ref = weakref.ref(loaded.plugin)
-    loader.unload("analyzer")
-    assert not private_keys("analyzer")
+    loader.unload("textanalyzer")
+    assert not private_keys("textanalyzer")
     del loaded
     gc.collect()
     assert module_ref() is None
@@ -322,7 +322,7 @@ def test_load_by_path_reads_the_manifest(loader: Loader, analyzer_dir: Path) -> 
         analyzer_dir / "plugin.toml",
         """
         [plugin]
-        name = "analyzer"
+        name = "textanalyzer"
         version = "2.1.0"
         entry = "plugin:Analyzer"
         """,
@@ -335,7 +335,7 @@ def test_load_by_path_reads_the_manifest(loader: Loader, analyzer_dir: Path) -> 
         assert loaded.candidate.kind == "directory"
         assert loaded.candidate.source == analyzer_dir
         assert loaded.pm.hook.analyze(text="a") == ["aa!!"]
-    loader.unload("analyzer")
+    loader.unload("textanalyzer")
 
 
 def test_optional_unknown_hook_is_accepted(loader: Loader, tmp_path: Path) -> None:
@@ -563,3 +563,44 @@ def test_private_names_are_distinct_dotted_identifiers(first: str, second: str) 
     assert private.startswith(PRIVATE_PACKAGE + ".")
     assert all(part.isidentifier() for part in private.split("."))
     assert (private == _private_name(second, 1)) == (first == second)
+
+
+class RankSpec:
+    @hookspec(firstresult=True)
+    def rank(self, text: str) -> int:
+        """The first answer wins."""
+
+
+def test_every_load_gets_the_hookspecs_whole(tmp_path: Path) -> None:
+    # The second and later loads read the specs from the Loader's cache of them.
+    loader = Loader(specs=[AgentSpec, RankSpec])
+    fits = "from helixhooks.markers import hookimpl\n\n@hookimpl\ndef rank(text):\n    return 1\n"
+    loads = [loader.load(file_candidate(write(tmp_path / f"p{i}.py", fits), f"p{i}")) for i in "ab"]
+    for loaded in loads:
+        assert loaded.pm.hook.rank(text="") == 1
+        assert loaded.pm.hook.rank.spec is not None
+        assert loaded.pm.hook.rank.spec.opts["firstresult"] is True
+        assert loaded.pm.hook.analyze.has_spec()
+        assert loaded.pm.hook.helix_init.has_spec()
+    misfit = write(tmp_path / "misfit.py", fits.replace("rank(text)", "rank(text, extra)"))
+    with pytest.raises(LoadError, match="extra"):
+        loader.load(file_candidate(misfit, "misfit"))
+    for name in ("pa", "pb"):
+        loader.unload(name)
+
+
+def test_a_failed_load_leaves_none_of_its_submodules_behind(loader: Loader, tmp_path: Path) -> None:
+    package = tmp_path / "half"
+    write(package / "__init__.py", "")
+    write(package / "good.py", "VALUE = 1\n")
+    write(package / "plugin.py", "from . import good\nraise RuntimeError('late')\n")
+    with pytest.raises(LoadError, match="late"):
+        loader.load(directory_candidate(package, "half", "plugin"))
+    assert not private_keys("half")
+    # The generation is not used up either: the fixed plugin loads as g1.
+    write(package / "plugin.py", "from . import good\n")
+    loaded = loader.load(directory_candidate(package, "half", "plugin"))
+    assert loaded.modules == tuple(
+        f"{PRIVATE_PACKAGE}.half.g1{suffix}" for suffix in ("", ".good", ".plugin")
+    )
+    loader.unload("half")

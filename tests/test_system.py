@@ -296,7 +296,7 @@ def test_health_interval_restarts_a_plugin_that_stays_unhealthy(tmp_path: Path) 
     starts = tmp_path / "starts"
     write_plugin(
         tmp_path / "plugins",
-        "flaky",
+        "moody",
         f"""
         import os
         import helixhooks as hh
@@ -342,3 +342,18 @@ def test_process_isolation_is_refused_not_silently_dropped(tmp_path: Path) -> No
     )
     with overridden:
         assert overridden.get("boxed").state is hh.PluginState.STARTED
+
+
+def test_close_unloads_everything_and_leaves_no_modules() -> None:
+    system = _examples_system()
+    kinds: list[tuple[str, str]] = []
+    system.subscribe(lambda event: kinds.append((event.kind, event.name)))
+    with system:
+        loaded = [system.registry.get(name).loaded for name in system.names()]  # type: ignore[union-attr]
+        created = {key for plugin in loaded if plugin is not None for key in plugin.modules}
+        assert len(created) >= 5
+    system.close()
+    assert system.names() == []
+    assert not created & set(sys.modules)
+    unloaded = [name for kind, name in kinds if kind == "unloaded"]
+    assert unloaded.index("reporter") < unloaded.index("analyzer") < unloaded.index("tokenizer")
