@@ -64,14 +64,7 @@ class HealthChecker:
 
     def check(self, name: str) -> HealthStatus:
         """Check one plugin; waits at most ``health_timeout``."""
-        record = self.registry.get(name)
-        if record is None:
-            raise LifecycleError(
-                f"no plugin named {name!r}",
-                plugin=name,
-                hint="known plugins: " + (", ".join(self.registry.names()) or "none"),
-            )
-        return self._finish(self._begin(record))
+        return self._finish(self._begin(self.registry.require(name)))
 
     def check_all(self) -> dict[str, HealthStatus]:
         """Check every plugin at once: all checks start before any is waited for.

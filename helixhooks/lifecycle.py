@@ -545,14 +545,7 @@ class LifecycleManager:
             )
 
     def _record(self, name: str) -> PluginRecord:
-        record = self.registry.get(name)
-        if record is None:
-            raise LifecycleError(
-                f"no plugin named {name!r}",
-                plugin=name,
-                hint="known plugins: " + (", ".join(self.registry.names()) or "none"),
-            )
-        return record
+        return self.registry.require(name)
 
     def _state(self, name: str) -> PluginState | None:
         record = self.registry.get(name)

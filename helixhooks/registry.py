@@ -120,6 +120,19 @@ class Registry:
     def get(self, name: str) -> PluginRecord | None:
         return self._records.get(name)
 
+    def require(self, name: str) -> PluginRecord:
+        """The record of ``name``; an unknown name is a LifecycleError listing the known ones."""
+        record = self._records.get(name)
+        if record is None:
+            raise LifecycleError(
+                f"no plugin named {name!r}",
+                plugin=name,
+                hint="known plugins: "
+                + (", ".join(self.names()) or "none")
+                + "; check `helixhooks list` and the plugin dirs",
+            )
+        return record
+
     # Below this method, annotations say builtins.list: the name list is this method there.
     def list(self) -> list[PluginRecord]:
         """Every record, sorted by name."""

@@ -218,15 +218,7 @@ class PluginSystem:
         return record.state if record is not None else None
 
     def _record(self, name: str) -> PluginRecord:
-        record = self.registry.get(name)
-        if record is None:
-            known = ", ".join(self.registry.names()) or "none"
-            raise HelixError(
-                f"no plugin named {name!r}",
-                plugin=name,
-                hint=f"known plugins: {known}; check `helixhooks list` and the plugin dirs",
-            )
-        return record
+        return self.registry.require(name)
 
     def _failed_dependency(self, name: str) -> str | None:
         record = self._record(name)
