@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -46,30 +47,44 @@ class Dependency:
     constraint: str | None = None
 
     @classmethod
-    def parse(cls, text: str, *, plugin: str | None = None) -> Dependency:
+    def parse(cls, text: object, *, plugin: str | None = None) -> Dependency:
         """Parse ``"name"``, ``"name ^1.2"`` or ``"name>=1,<2"``; a bad entry is a ManifestError."""
-        match = _DEPENDENCY.fullmatch(text) if isinstance(text, str) else None
-        if match is None or not match.group(1):
+        if not isinstance(text, str):
             raise ManifestError(
-                f"dependency entry {text!r} is not 'name' or 'name constraint'",
+                f"dependency entry {text!r} is not a string",
                 plugin=plugin,
                 hint="write entries like 'tokenizer' or 'tokenizer ^1.0' or 'cache >=2,<3'",
             )
-        name, rest = match.group(1), match.group(2).strip()
-        if not rest:
-            return cls(name)
         try:
-            parse_constraint(rest)
-        except VersionError as exc:
-            raise ManifestError(
-                f"dependency {name!r} has an invalid constraint {rest!r}: {exc.message}",
-                plugin=plugin,
-                hint="use an npm range (^1.2, ~1.2.3, >=1 <2) or a PEP 440 specifier (>=1,<2)",
-            ) from exc
-        return cls(name, rest)
+            return _parse_dependency(text)
+        except ManifestError as exc:
+            raise ManifestError(exc.message, plugin=plugin, hint=exc.hint) from exc.__cause__
 
     def __str__(self) -> str:
         return f"{self.name} {self.constraint}" if self.constraint else self.name
+
+
+# Many plugins repeat the same entries ("tokenizer ^1.0"); discovery of thousands of manifests
+# parses each distinct one once. Failures are not cached: they name the plugin at fault.
+@functools.lru_cache(maxsize=4096)
+def _parse_dependency(text: str) -> Dependency:
+    match = _DEPENDENCY.fullmatch(text)
+    if match is None or not match.group(1):
+        raise ManifestError(
+            f"dependency entry {text!r} is not 'name' or 'name constraint'",
+            hint="write entries like 'tokenizer' or 'tokenizer ^1.0' or 'cache >=2,<3'",
+        )
+    name, rest = match.group(1), match.group(2).strip()
+    if not rest:
+        return Dependency(name)
+    try:
+        parse_constraint(rest)
+    except VersionError as exc:
+        raise ManifestError(
+            f"dependency {name!r} has an invalid constraint {rest!r}: {exc.message}",
+            hint="use an npm range (^1.2, ~1.2.3, >=1 <2) or a PEP 440 specifier (>=1,<2)",
+        ) from exc
+    return Dependency(name, rest)
 
 
 def _tuple_of_str(value: Iterable[str] | str) -> tuple[str, ...]:

@@ -175,3 +175,11 @@ def test_from_mapping_to_dict_round_trip(
     again = PluginInfo.from_mapping(data)
     assert again == info
     assert again.to_dict() == data
+
+
+def test_a_repeated_bad_dependency_names_each_plugin_that_declares_it() -> None:
+    for name in ("one", "two"):
+        with pytest.raises(ManifestError, match="invalid constraint") as caught:
+            PluginInfo(name, "1.0.0", dependencies=["shared ^^1"])
+        assert caught.value.plugin == name
+    assert Dependency.parse("shared ^1") is Dependency.parse("shared ^1")
