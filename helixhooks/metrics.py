@@ -292,6 +292,16 @@ class Metrics:
 # One impl call in a plan: function, argument count, the first two argument names ("" when
 # absent), a getter returning the argument tuple (used for other counts), the slot's
 # samples.append, and the slot.
+_UnaryStep: TypeAlias = tuple[
+    Callable[[object], object], str, Callable[[float], None], Callable[[bool], None]
+]
+_BinaryStep: TypeAlias = tuple[
+    Callable[[object, object], object],
+    str,
+    str,
+    Callable[[float], None],
+    Callable[[bool], None],
+]
 _Step: TypeAlias = tuple[
     Callable[..., object],
     int,
@@ -306,7 +316,16 @@ _Step: TypeAlias = tuple[
 class _Plan:
     """How to run and time one exact list of impls of one hook; built once, reused per call."""
 
-    __slots__ = ("impls", "multicall_impls", "slots", "steps", "ticker")
+    __slots__ = (
+        "binary",
+        "impls",
+        "multicall_impls",
+        "needs",
+        "slots",
+        "steps",
+        "ticker",
+        "unary",
+    )
 
     def __init__(
         self,
@@ -318,6 +337,18 @@ class _Plan:
         self.impls = impls
         # Call order (pluggy runs the list back to front); empty when multicall_impls is used.
         self.steps = steps
+        # Every argument name some impl takes: one subset test per call admits the fast loops,
+        # which then need no per-impl missing-argument handling.
+        self.needs = frozenset(name for step in steps for name in step[2:4] if name)
+        arities = {step[1] for step in steps}
+        # When every impl takes one argument (or every impl two), a loop without branches on
+        # the argument count runs them: (function, name(s), samples.append, error_marks.append).
+        self.unary: tuple[_UnaryStep, ...] | None = None
+        self.binary: tuple[_BinaryStep, ...] | None = None
+        if arities == {1}:
+            self.unary = tuple((s[0], s[2], s[5], s[6].error_marks.append) for s in steps)
+        elif arities == {2}:
+            self.binary = tuple((s[0], s[2], s[3], s[5], s[6].error_marks.append) for s in steps)
         # With wrappers (or impls taking keyword defaults) pluggy's own _multicall runs these
         # copies of the impls, whose non-wrapper functions are timed.
         self.multicall_impls = multicall_impls
@@ -395,6 +426,44 @@ class _TimedDispatch:
                 return _multicall(hook_name, plan.multicall_impls, caller_kwargs, firstresult)
             results: list[object] = []
             clock = perf_counter
+            # The common shapes get their own loops (this is the hot path; the general loop
+            # below keeps pluggy's exact behaviour when an argument is missing).
+            if plan.needs <= caller_kwargs.keys():
+                if plan.unary is not None:
+                    last = clock()
+                    try:
+                        # mark_error is for the except clause: the impl that raised.
+                        for call1, arg, record1, mark_error in plan.unary:  # noqa: B007
+                            result = call1(caller_kwargs[arg])
+                            now = clock()
+                            record1(now - last)
+                            last = now
+                            if result is not None:
+                                results.append(result)
+                                if firstresult:
+                                    return result
+                    except BaseException:
+                        record1(clock() - last)
+                        mark_error(True)
+                        raise
+                    return None if firstresult else results
+                if plan.binary is not None:
+                    last = clock()
+                    try:
+                        for call2, arg1, arg2, record2, mark_error2 in plan.binary:  # noqa: B007
+                            result = call2(caller_kwargs[arg1], caller_kwargs[arg2])
+                            now = clock()
+                            record2(now - last)
+                            last = now
+                            if result is not None:
+                                results.append(result)
+                                if firstresult:
+                                    return result
+                    except BaseException:
+                        record2(clock() - last)
+                        mark_error2(True)
+                        raise
+                    return None if firstresult else results
             last = clock()
             for function, arity, first_name, second_name, getter, record, slot in plan.steps:
                 # One and two arguments are passed directly: building and unpacking an argument

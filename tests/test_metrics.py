@@ -134,17 +134,39 @@ def test_firstresult_with_no_value_returns_none() -> None:
     assert pm.hook.pick(a=1) is None
 
 
-def test_an_impl_exception_propagates_and_counts_as_an_error() -> None:
+@pytest.mark.parametrize("shape", ["one argument", "two arguments", "mixed"])
+def test_an_impl_exception_propagates_and_counts_as_an_error(shape: str) -> None:
     pm, metrics = _timed_manager()
     boom = ValueError("boom")
     called: list[str] = []
 
-    def fail(a: int) -> None:
+    def fail(a: int, b: int) -> None:
         raise boom
 
-    pm.register(_plugin(lambda a: called.append("after")), name="after")
-    pm.register(_plugin(fail), name="failing")
-    pm.register(_plugin(lambda a: called.append("before")), name="before")
+    def fail_one(a: int) -> None:
+        raise boom
+
+    if shape == "one argument":
+        after, failing, before = (
+            lambda a: called.append("after"),
+            fail_one,
+            lambda a: called.append("before"),
+        )
+    elif shape == "two arguments":
+        after, failing, before = (
+            lambda a, b: called.append("after"),
+            fail,
+            lambda a, b: called.append("before"),
+        )
+    else:
+        after, failing, before = (
+            lambda: called.append("after"),
+            fail,
+            lambda a: called.append("before"),
+        )
+    pm.register(_plugin(after), name="after")
+    pm.register(_plugin(failing), name="failing")
+    pm.register(_plugin(before), name="before")
     with pytest.raises(ValueError, match="boom") as info:
         pm.hook.compute(a=1, b=2)
     assert info.value is boom
@@ -328,24 +350,35 @@ _impl_specs = st.lists(
     st.tuples(
         st.one_of(st.none(), st.integers(-3, 3)),
         st.sampled_from(["plain", "tryfirst", "trylast"]),
+        # how many of the hook's arguments the impl takes: all-one, all-two and mixed lists
+        # run through different loops of the dispatch
+        st.integers(0, 2),
     ),
     max_size=6,
 )
 
 
+def _taking(arity: int, value: object) -> Callable[..., object]:
+    return [lambda: value, lambda a: (value, a), lambda a, b: (value, a, b)][arity]
+
+
 @given(impls=_impl_specs, firstresult=st.booleans())
-def test_results_match_bare_pluggy(impls: list[tuple[int | None, str]], firstresult: bool) -> None:
+def test_results_match_bare_pluggy(
+    impls: list[tuple[int | None, str, int]], firstresult: bool
+) -> None:
     hook = "pick" if firstresult else "compute"
     timed, metrics = _timed_manager()
     bare = _bare()
-    for index, (value, order) in enumerate(impls):
-        impl = _returning(value)
+    for index, (value, order, arity) in enumerate(impls):
+        # pick's spec has one argument
+        arity = min(arity, 1) if firstresult else arity
+        impl = _returning(value) if value is None else _taking(arity, value)
         first, last = order == "tryfirst", order == "trylast"
         for pm in (timed, bare):
             pm.register(_plugin(impl, hook, tryfirst=first, trylast=last), name=f"p{index}")
-    assert getattr(timed.hook, hook)(a=0, b=0) == getattr(bare.hook, hook)(a=0, b=0)
+    assert getattr(timed.hook, hook)(a=1, b=2) == getattr(bare.hook, hook)(a=1, b=2)
     called = sum(_count(metrics, f"p{index}", hook) for index in range(len(impls)))
-    if firstresult and any(value is not None for value, _ in impls):
+    if firstresult and any(value is not None for value, _, _ in impls):
         assert 1 <= called <= len(impls)
     else:
         assert called == len(impls)
