@@ -16,9 +16,10 @@ from collections.abc import Callable
 
 import attrs
 
+from ._bounded import BoundedCall
 from .config import Config
 from .errors import HelixError, LifecycleError
-from .lifecycle import BoundedCall, LifecycleManager, context_for
+from .lifecycle import LifecycleManager, context_for
 from .loader import LoadedPlugin
 from .plugin import PluginEvent, PluginState
 from .registry import PluginRecord, Registry

@@ -16,10 +16,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helixhooks import lifecycle
+from helixhooks import _bounded
+from helixhooks._bounded import BoundedCall
 from helixhooks.config import Config
 from helixhooks.errors import DependencyError, LifecycleError, LoadError, PluginTimeout
-from helixhooks.lifecycle import BoundedCall, LifecycleManager
+from helixhooks.lifecycle import LifecycleManager
 from helixhooks.loader import Loader
 from helixhooks.markers import hookspec
 from helixhooks.metrics import Metrics
@@ -656,10 +657,10 @@ def _drive(rig: Rig, steps: list[tuple[str, str]]) -> None:
 
 
 @pytest.fixture
-def workers(monkeypatch: pytest.MonkeyPatch) -> Iterator[lifecycle._Workers]:
+def workers(monkeypatch: pytest.MonkeyPatch) -> Iterator[_bounded._Workers]:
     """A worker pool of this test's own, its idle workers ended afterwards."""
-    pool = lifecycle._Workers(keep=2, idle_timeout=60.0)
-    monkeypatch.setattr(lifecycle, "_WORKERS", pool)
+    pool = _bounded._Workers(keep=2, idle_timeout=60.0)
+    monkeypatch.setattr(_bounded, "_WORKERS", pool)
     yield pool
     # With no room left in the pool, each idle worker ends after one more call.
     pool.keep = 0
@@ -679,7 +680,7 @@ def current_thread_name() -> str:
 
 
 def test_bounded_calls_one_after_another_reuse_one_named_worker(
-    workers: lifecycle._Workers,
+    workers: _bounded._Workers,
 ) -> None:
     threads = []
     for phase in ("init", "start", "stop"):
@@ -698,7 +699,7 @@ def test_bounded_calls_one_after_another_reuse_one_named_worker(
     assert worker.name == "helixhooks-worker-idle"
 
 
-def test_a_worker_whose_call_was_abandoned_is_never_reused(workers: lifecycle._Workers) -> None:
+def test_a_worker_whose_call_was_abandoned_is_never_reused(workers: _bounded._Workers) -> None:
     release = threading.Event()
 
     def hang() -> threading.Thread:
@@ -724,7 +725,7 @@ def test_a_worker_whose_call_was_abandoned_is_never_reused(workers: lifecycle._W
     assert again.value is later.value
 
 
-def test_the_pool_keeps_at_most_keep_idle_workers(workers: lifecycle._Workers) -> None:
+def test_the_pool_keeps_at_most_keep_idle_workers(workers: _bounded._Workers) -> None:
     together = threading.Barrier(4, timeout=10)
 
     def meet() -> threading.Thread:
@@ -746,8 +747,8 @@ def test_the_pool_keeps_at_most_keep_idle_workers(workers: lifecycle._Workers) -
 
 
 def test_an_idle_worker_ends_after_its_idle_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    pool = lifecycle._Workers(keep=2, idle_timeout=0.01)
-    monkeypatch.setattr(lifecycle, "_WORKERS", pool)
+    pool = _bounded._Workers(keep=2, idle_timeout=0.01)
+    monkeypatch.setattr(_bounded, "_WORKERS", pool)
     first = BoundedCall(threading.current_thread, plugin="p", phase="init")
     assert first.wait(10)
     assert first.value is not None
@@ -768,8 +769,8 @@ def test_no_call_is_lost_when_a_worker_times_out_as_it_is_handed_one(
 ) -> None:
     # Idle workers give up almost at once while four threads keep handing calls over, so
     # hand-overs race with workers leaving the pool.
-    pool = lifecycle._Workers(keep=2, idle_timeout=1e-5)
-    monkeypatch.setattr(lifecycle, "_WORKERS", pool)
+    pool = _bounded._Workers(keep=2, idle_timeout=1e-5)
+    monkeypatch.setattr(_bounded, "_WORKERS", pool)
     lost: list[tuple[int, int]] = []
     workers: set[threading.Thread] = set()
 
@@ -806,7 +807,7 @@ class Plugin:
 
 
 def test_a_plugin_without_lifecycle_hooks_runs_no_thread(
-    tmp_path: Path, workers: lifecycle._Workers
+    tmp_path: Path, workers: _bounded._Workers
 ) -> None:
     rig = make_rig(tmp_path, {"bare": ()}, sources={"bare": BARE_PLUGIN})
 
