@@ -21,7 +21,7 @@ from .config import Config
 from .errors import HelixError, LifecycleError
 from .lifecycle import LifecycleManager, context_for
 from .loader import LoadedPlugin
-from .plugin import PluginEvent, PluginState
+from .plugin import PluginEvent, PluginState, deliver
 from .registry import PluginRecord, Registry
 
 _logger = logging.getLogger("helixhooks.health")
@@ -317,10 +317,4 @@ class HealthMonitor:
         return record.info.version if record is not None else None
 
     def _emit(self, event: PluginEvent) -> None:
-        if self._on_event is None:
-            return
-        try:
-            self._on_event(event)
-        except Exception:
-            # A subscriber's bug must not break the monitoring that notified it.
-            _logger.exception("event subscriber failed on %s", event)
+        deliver(self._on_event, event, _logger)

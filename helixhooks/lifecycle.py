@@ -21,7 +21,7 @@ from .config import Config
 from .dependencies import DependencyResolver
 from .errors import DependencyError, HelixError, LifecycleError, LoadError, PluginTimeout
 from .loader import LoadedPlugin, Loader
-from .plugin import PluginContext, PluginEvent, PluginState
+from .plugin import PluginContext, PluginEvent, PluginState, deliver
 from .registry import PluginRecord, Registry
 
 if TYPE_CHECKING:
@@ -416,10 +416,4 @@ class LifecycleManager:
         return [*resolution.order, *resolution.problems]
 
     def _emit(self, event: PluginEvent) -> None:
-        if self._on_event is None:
-            return
-        try:
-            self._on_event(event)
-        except Exception:
-            # A subscriber's bug must not break the lifecycle that notified it.
-            self._logger.exception("event subscriber failed on %s", event)
+        deliver(self._on_event, event, self._logger)

@@ -6,7 +6,7 @@ import enum
 import functools
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any, Literal
@@ -334,6 +334,23 @@ class PluginEvent:
     version: str | None = None
     error: BaseException | None = attrs.field(default=None, eq=False)
     duration: float | None = None
+
+
+EventCallback = Callable[[PluginEvent], None]
+
+
+def deliver(callback: EventCallback | None, event: PluginEvent, logger: logging.Logger) -> None:
+    """Hand ``event`` to ``callback``; a subscriber's bug is logged, never raised at the sender.
+
+    Events come from the lifecycle, the health monitor and the system in the middle of their
+    work, which a failing subscriber must not break.
+    """
+    if callback is None:
+        return
+    try:
+        callback(event)
+    except Exception:
+        logger.exception("event subscriber failed on %s (subscriber %r)", event, callback)
 
 
 @attrs.frozen

@@ -21,7 +21,7 @@ from .health import HealthChecker, HealthMonitor, HealthStatus
 from .lifecycle import LifecycleManager
 from .loader import LoadedPlugin, Loader
 from .metrics import Metrics, PluginStats
-from .plugin import PluginEvent, PluginInfo, PluginState, Problem
+from .plugin import PluginEvent, PluginInfo, PluginState, Problem, deliver
 from .registry import PluginRecord, Registry
 
 Subscriber = Callable[[PluginEvent], None]
@@ -269,11 +269,7 @@ class PluginSystem:
 
     def _emit(self, event: PluginEvent) -> None:
         for callback in list(self._subscribers):
-            try:
-                callback(event)
-            except Exception:
-                # A subscriber's bug must not break the lifecycle that notified it.
-                self.logger.exception("event subscriber %r failed on %s", callback, event)
+            deliver(callback, event, self.logger)
 
 
 class PluginHandle:

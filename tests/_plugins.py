@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+
+
+def pip_install(project: Path, target: Path) -> None:
+    """A real ``pip install`` of ``project`` into the directory ``target`` (no deps, no index)."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-input",
+            "--disable-pip-version-check",
+            "--target",
+            str(target),
+            str(project),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
 
 
 def write_plugin(

@@ -21,6 +21,8 @@ from helixhooks.discovery import Discovery
 from helixhooks.errors import ManifestError
 from helixhooks.plugin import PluginCandidate, PluginInfo
 
+from ._plugins import pip_install
+
 ROOT = Path(__file__).resolve().parent.parent
 GROUP = "helixhooks.test_plugins"
 
@@ -803,25 +805,7 @@ def test_pip_installed_distribution_with_shipped_manifest(tmp_path: Path) -> Non
         """,
     )
     target = tmp_path / "site"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-input",
-            "--disable-pip-version-check",
-            "--target",
-            str(target),
-            str(project),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    pip_install(project, target)
 
     report = _run_python(
         """

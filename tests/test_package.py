@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +12,8 @@ import pytest
 
 import helixhooks as hh
 
+from ._plugins import pip_install
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 PACKAGE = EXAMPLES / "packages" / "helix-wordcount"
@@ -21,23 +22,7 @@ PACKAGE = EXAMPLES / "packages" / "helix-wordcount"
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--disable-pip-version-check",
-            "--target",
-            str(target),
-            str(PACKAGE),
-        ],
-        check=True,
-        timeout=300,
-    )
+    pip_install(PACKAGE, target)
     return target
 
 
