@@ -36,10 +36,15 @@ class _Registry(Protocol):
 
 @attrs.frozen
 class Resolution:
-    """The healthy plugins in load order, and for every broken one the reason it cannot load."""
+    """The healthy plugins in load order, and for every broken one the reason it cannot load.
+
+    ``held_back`` names the problems that are only a broken dependency's: such a plugin is fine
+    in itself and can load once that dependency is fixed.
+    """
 
     order: list[str]
     problems: dict[str, DependencyError]
+    held_back: frozenset[str] = frozenset()
 
 
 @attrs.frozen
@@ -94,9 +99,10 @@ class DependencyResolver:
         graph = self._graph(names)
         if not graph.broken:
             return Resolution(graph.order, {})
-        problems = {**graph.broken, **_held_back(graph.broken, graph.deps, graph.dependents)}
+        held_back = _held_back(graph.broken, graph.deps, graph.dependents)
+        problems = {**graph.broken, **held_back}
         healthy = [name for name in graph.order if name not in problems]
-        return Resolution(healthy, dict(sorted(problems.items())))
+        return Resolution(healthy, dict(sorted(problems.items())), frozenset(held_back))
 
     def check_dependencies(self, info: PluginInfo) -> tuple[bool, list[str]]:
         """Whether ``info``'s direct dependencies are present and match their constraints.

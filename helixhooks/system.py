@@ -111,16 +111,20 @@ class PluginSystem:
                 if record is None or record.state is PluginState.UNLOADED:
                     self.registry.add(candidate.info, candidate)
             resolution = DependencyResolver(self._live_infos()).resolve()
-            for name, error in sorted(resolution.problems.items()):
-                if self._state(name) is PluginState.DISCOVERED:
+            for name, error in resolution.problems.items():
+                if self._state(name) is not PluginState.DISCOVERED:
+                    continue
+                if name in resolution.held_back:
+                    self._hold_back(name, error)
+                else:
                     self._fail(name, error)
             initialized = []
             for name in resolution.order:
                 if self._state(name) is not PluginState.DISCOVERED:
                     continue
-                blocker = self._failed_dependency(name)
+                blocker = self._blocking_dependency(name)
                 if blocker is not None:
-                    self._fail(name, _held_back(name, blocker))
+                    self._hold_back(name, _held_back(name, blocker))
                     continue
                 self.registry.set_state(name, PluginState.RESOLVED)
                 if self._load(name) and self._init(name):
@@ -220,10 +224,15 @@ class PluginSystem:
     def _record(self, name: str) -> PluginRecord:
         return self.registry.require(name)
 
-    def _failed_dependency(self, name: str) -> str | None:
-        record = self._record(name)
-        for dependency in record.info.parsed_dependencies:
-            if self._state(dependency.name) is PluginState.FAILED:
+    def _blocking_dependency(self, name: str) -> str | None:
+        """A dependency that failed, or that is itself held back (not loaded, with a reason)."""
+        for dependency in self._record(name).info.parsed_dependencies:
+            record = self.registry.get(dependency.name)
+            if record is None:
+                continue
+            if record.state is PluginState.FAILED or (
+                record.state is PluginState.DISCOVERED and record.error is not None
+            ):
                 return dependency.name
         return None
 
@@ -260,6 +269,14 @@ class PluginSystem:
             # The lifecycle has recorded the failure on the plugin's record and told subscribers.
             return False
         return True
+
+    def _hold_back(self, name: str, error: HelixError) -> None:
+        """Keep a plugin that is fine itself but needs a broken one; a later load_all retries it."""
+        record = self._record(name)
+        with self.registry.lock:
+            record.error = error
+        self.logger.warning("%s", error)
+        self._emit(PluginEvent("held_back", name, record.info.version, error))
 
     def _fail(self, name: str, error: HelixError) -> None:
         record = self._record(name)
@@ -346,7 +363,7 @@ def _implemented(pm: pluggy.PluginManager) -> Iterator[str]:
 
 def _held_back(name: str, blocker: str) -> DependencyError:
     return DependencyError(
-        f"held back: depends on {blocker!r}, which failed",
+        f"held back: depends on {blocker!r}, which failed or is held back",
         plugin=name,
         hint=f"fix {blocker!r} first (see its own problem)",
     )

@@ -357,3 +357,36 @@ def test_close_unloads_everything_and_leaves_no_modules() -> None:
     assert not created & set(sys.modules)
     unloaded = [name for kind, name in kinds if kind == "unloaded"]
     assert unloaded.index("reporter") < unloaded.index("analyzer") < unloaded.index("tokenizer")
+
+
+def test_held_back_plugins_load_once_their_dependency_is_fixed(tmp_path: Path) -> None:
+    broken = "raise ImportError('no module named turbo')\n"
+    fixed = "class Plugin:\n    pass\n"
+    write_plugin(tmp_path, "base", broken)
+    for name, needs in (("middle", "base"), ("top", "middle")):
+        write_plugin(
+            tmp_path,
+            name,
+            "import helixhooks as hh\nclass Plugin:\n    @hh.hookimpl\n"
+            f"    def echo(self, value):\n        return {name!r}\n",
+            dependencies=[needs],
+        )
+    system = _system(tmp_path)
+    kinds: list[tuple[str, str]] = []
+    system.subscribe(lambda event: kinds.append((event.kind, event.name)))
+    with system:
+        assert system.get("base").state is hh.PluginState.FAILED
+        for name in ("middle", "top"):
+            # fine in itself: kept as discovered, with the reason, to be retried
+            assert system.get(name).state is hh.PluginState.DISCOVERED
+            assert ("held_back", name) in kinds
+        reasons = {p.name: p.reason for p in system.problems}
+        assert "'base'" in reasons["middle"] and "'middle'" in reasons["top"]
+
+        (tmp_path / "base" / "plugin.py").write_text(fixed)
+        system.unload("base")
+        system.load_all()
+        system.start_all()
+        assert sorted(system.hook.echo(value=0)) == ["middle", "top"]
+        assert system.problems == []
+    system.close()
