@@ -1,9 +1,12 @@
-"""Test-wide settings: Hypothesis profiles (a fast default, a thorough one for CI)."""
+"""Test-wide settings: Hypothesis profiles (a fast default, a thorough one for CI), and fixtures."""
 
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile("default", max_examples=60, deadline=None)
@@ -15,3 +18,14 @@ settings.register_profile(
     print_blob=True,
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture
+def fast_switching() -> Iterator[None]:
+    """Switch threads every 10 us, so that races show up within a short test."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)

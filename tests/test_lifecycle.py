@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -186,16 +184,6 @@ def fail(message: str) -> Action:
         raise RuntimeError(message)
 
     return action
-
-
-@contextmanager
-def fast_switching() -> Iterator[None]:
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(old)
 
 
 CHAIN = {"a": (), "b": ("a",), "c": ("b",)}
@@ -593,6 +581,7 @@ def test_plugin_code_runs_without_the_registry_lock(tmp_path: Path) -> None:
     assert rig.state("a") is PluginState.STARTED
 
 
+@pytest.mark.usefixtures("fast_switching")
 def test_hook_callers_see_a_plugin_whole_while_it_starts_and_stops(tmp_path: Path) -> None:
     rig = make_rig(tmp_path, {"a": (), "steady": ()})
     rig.lifecycle.start_all()
@@ -609,20 +598,19 @@ def test_hook_callers_see_a_plugin_whole_while_it_starts_and_stops(tmp_path: Pat
             if sorted(answers) not in (["steady"], ["a", "steady"]):
                 bad.append(answers)
 
-    with fast_switching():
-        callers = [threading.Thread(target=call_hooks) for _ in range(4)]
+    callers = [threading.Thread(target=call_hooks) for _ in range(4)]
+    for thread in callers:
+        thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        for _ in range(30):
+            rig.lifecycle.stop("a")
+            rig.lifecycle.start("a")
+            assert time.monotonic() < deadline, "lifecycle operations took too long"
+    finally:
+        stop.set()
         for thread in callers:
-            thread.start()
-        try:
-            deadline = time.monotonic() + 30
-            for _ in range(30):
-                rig.lifecycle.stop("a")
-                rig.lifecycle.start("a")
-                assert time.monotonic() < deadline, "lifecycle operations took too long"
-        finally:
-            stop.set()
-            for thread in callers:
-                thread.join(10)
+            thread.join(10)
     assert not any(thread.is_alive() for thread in callers)
     assert bad == []
 
@@ -764,6 +752,7 @@ def test_an_idle_worker_ends_after_its_idle_timeout(monkeypatch: pytest.MonkeyPa
     assert not second.value.is_alive()
 
 
+@pytest.mark.usefixtures("fast_switching")
 def test_no_call_is_lost_when_a_worker_times_out_as_it_is_handed_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -782,12 +771,11 @@ def test_no_call_is_lost_when_a_worker_times_out_as_it_is_handed_one(
                 return
             workers.add(run.value)
 
-    with fast_switching():
-        submitters = [threading.Thread(target=submit, args=(k,)) for k in range(4)]
-        for thread in submitters:
-            thread.start()
-        for thread in submitters:
-            thread.join(60)
+    submitters = [threading.Thread(target=submit, args=(k,)) for k in range(4)]
+    for thread in submitters:
+        thread.start()
+    for thread in submitters:
+        thread.join(60)
     assert not any(thread.is_alive() for thread in submitters)
     assert lost == []
     for thread in workers:

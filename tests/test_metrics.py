@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import threading
 import time
 import types
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 
 import pluggy
 import pytest
@@ -568,16 +567,6 @@ def test_raw_samples_stay_bounded_under_many_calls() -> None:
 
 
 # -- threads ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def fast_switching() -> Iterator[None]:
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(previous)
 
 
 def _run_threads(count: int, target: Callable[[], None]) -> None:

@@ -240,6 +240,7 @@ class Plugin:
 """
 
 
+@pytest.mark.usefixtures("fast_switching")
 def test_hook_calls_from_threads_while_plugins_restart_stop_and_unload(tmp_path: Path) -> None:
     names = [f"p{i}" for i in range(6)]
     for name in names:
@@ -265,8 +266,6 @@ def test_hook_calls_from_threads_while_plugins_restart_stop_and_unload(tmp_path:
         except BaseException as exc:
             errors.append(exc)
 
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
     threads = [threading.Thread(target=caller, args=(i,), daemon=True) for i in range(8)]
     try:
         for thread in threads:
@@ -283,7 +282,6 @@ def test_hook_calls_from_threads_while_plugins_restart_stop_and_unload(tmp_path:
         done.set()
         for thread in threads:
             thread.join(timeout=10)
-        sys.setswitchinterval(old)
         system.stop_all()
     assert not any(thread.is_alive() for thread in threads)
     assert errors == []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -342,6 +341,7 @@ def test_parsing_is_cached() -> None:
     assert versioner.parse_constraint("^4") is parse_constraint("^4")
 
 
+@pytest.mark.usefixtures("fast_switching")
 def test_concurrent_checks_agree() -> None:
     cases = [(f"{n % 7}.{n % 5}.{n % 3}", f"^{n % 7}.{n % 4} || ~{n % 6}") for n in range(300)]
     expected = [versioner.is_compatible(v, c) for v, c in cases]
@@ -357,17 +357,12 @@ def test_concurrent_checks_agree() -> None:
         except BaseException as exc:
             errors.append(exc)
 
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    try:
-        threads = [threading.Thread(target=worker, args=(i % 2,)) for i in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=30)
-            assert not thread.is_alive()
-    finally:
-        sys.setswitchinterval(old)
+    threads = [threading.Thread(target=worker, args=(i % 2,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+        assert not thread.is_alive()
     assert not errors
     assert results == [expected] * 8
 
