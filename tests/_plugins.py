@@ -5,8 +5,20 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Poll until ``condition`` holds; fail naming ``what`` if it does not within ``timeout``.
+
+    Thread tests wait for progress this way instead of hoping the scheduler made it.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.001)
 
 
 def pip_install(project: Path, target: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import tempfile
 import textwrap
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +19,8 @@ from helixhooks.markers import PROJECT_NAME, hookspec
 from helixhooks.metrics import Metrics
 from helixhooks.plugin import PluginCandidate, PluginInfo, PluginState
 from helixhooks.registry import PluginRecord, Registry
+
+from ._plugins import wait_for
 
 
 class AgentSpec:
@@ -356,13 +357,22 @@ def hammer(
             seen.update(targets)
             calls[index] += 1
 
+    def wait_until_seen(generation: int) -> None:
+        # Callers must really run across swaps; waiting for them (bounded) keeps that from
+        # depending on how the machine happens to schedule threads.
+        wait_for(lambda: ("target", generation) in seen, f"a caller to see generation {generation}")
+
     threads = [threading.Thread(target=call_loop, args=(i,), daemon=True) for i in range(8)]
     try:
         for thread in threads:
             thread.start()
+        wait_until_seen(1)
         for round_number in range(swaps):
             between_swaps(round_number)
             registry.swap("target", generations[(round_number + 1) % 2])
+            if round_number == 0:
+                wait_until_seen(2)
+        wait_for(lambda: all(calls), "every caller thread to call the hook")
     finally:
         stop.set()
         for thread in threads:
@@ -486,10 +496,7 @@ def test_drain_gives_up_after_its_timeout(
 
 def _wait_in_flight(registry: Registry) -> None:
     dispatch = registry.pm._inner_hookexec.__self__  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 10
-    while not dispatch.inflight:
-        assert time.monotonic() < deadline, "the hook call never started"
-        time.sleep(0.001)
+    wait_for(lambda: bool(dispatch.inflight), "the hook call to start")
 
 
 def test_a_reactivated_plugin_answers_again_through_metrics(make_plugin: PluginFactory) -> None:
