@@ -38,6 +38,7 @@ class BoundedCall(Generic[T]):
         self._finished = threading.Event()
         self._lock = threading.Lock()
         self._abandoned = False
+        self._ident: int | None = None
         self._created = time.perf_counter()
         _WORKERS.run(self)
 
@@ -62,11 +63,17 @@ class BoundedCall(Generic[T]):
             if self._finished.is_set():
                 return True
             self._abandoned = True
+            if self._ident is not None:
+                _ABANDONED.add(self._ident)
         return False
 
     def _run(self, worker: _Worker) -> bool:
         """Run the call; True if ``worker`` went back to its pool (the call was not abandoned)."""
         began = time.perf_counter()
+        with self._lock:
+            self._ident = threading.get_ident()
+            if self._abandoned:
+                _ABANDONED.add(self._ident)
         try:
             self.value = self._fn()
         except BaseException as exc:  # noqa: BLE001 - plugin code may raise anything; the waiter gets it
@@ -77,6 +84,7 @@ class BoundedCall(Generic[T]):
             # Back in the pool before the waiter wakes, so that its next call finds this worker.
             kept = not abandoned and worker.rejoin()
             self._finished.set()
+            _ABANDONED.discard(self._ident)
         if abandoned:
             outcome = f"raised {self.error!r}" if self.error is not None else "finished"
             _log.warning(
@@ -174,6 +182,15 @@ class _Workers:
         self._lock = threading.Lock()
 
 
+def abandoned_threads() -> frozenset[int]:
+    """Idents of the threads running a call whose caller stopped waiting for it.
+
+    Draining a plugin's calls does not wait for these: their outcome is discarded anyway.
+    """
+    return frozenset(_ABANDONED)
+
+
+_ABANDONED: set[int] = set()
 _IDLE_NAME = "helixhooks-worker-idle"
 # Lifecycle calls come one at a time and a health round one per plugin; idle workers leave
 # within seconds, so a burst of calls leaves no threads behind for long.

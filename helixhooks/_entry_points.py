@@ -17,22 +17,27 @@ imports this module, never the other way round, so the shared part lives here.
 
 from __future__ import annotations
 
-import email.utils
 import importlib.machinery
-import importlib.metadata
-import importlib.util
+import os
+import stat
 import sys
-from pathlib import Path, PurePosixPath
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .errors import ManifestError, VersionError
-from .plugin import PluginCandidate, PluginInfo, Problem
+from .plugin import PluginCandidate, PluginInfo, Problem, _did_you_mean
 from .versioning import parse_version
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
+
+# importlib.metadata (with the email package under it) is imported when entry points are first
+# read, not with this module: it costs more to import than the rest of discovery together.
+if TYPE_CHECKING:
+    import importlib.metadata
+    from pathlib import PurePosixPath
 
 MANIFEST = "plugin.toml"
 
@@ -47,6 +52,8 @@ def read_entry_points(group: str) -> tuple[list[PluginCandidate], list[Problem]]
 
     Duplicate names are left in: which one wins depends on what else was found, the caller's rule.
     """
+    import importlib.metadata
+
     found = []
     problems = []
     for entry_point in importlib.metadata.entry_points(group=group):
@@ -58,13 +65,57 @@ def read_entry_points(group: str) -> tuple[list[PluginCandidate], list[Problem]]
     return found, problems
 
 
+class NotRegularFile(OSError):
+    """A path that is a FIFO, socket, device or directory: reading it could block or never end."""
+
+    def __init__(self, path: str | os.PathLike[str], kind: str) -> None:
+        super().__init__(f"{os.fspath(path)} is a {kind}, not a regular file")
+        self.kind = kind
+
+
+# A FIFO opened for reading would wait for a writer; non-blocking, the open returns at once and
+# fstat tells what it is. Reads of a regular file do not care.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+_KINDS = (
+    (stat.S_ISDIR, "directory"),
+    (stat.S_ISFIFO, "FIFO (named pipe)"),
+    (stat.S_ISSOCK, "socket"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+)
+
+
+def read_regular(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a regular file; anything else is NotRegularFile, never a hang.
+
+    Raises OSError (FileNotFoundError, PermissionError, ...) as ``open`` would.
+    """
+    descriptor = os.open(path, _OPEN_FLAGS)
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _KINDS if test(mode)), "special file")
+            raise NotRegularFile(path, kind)
+        chunks = []
+        while chunk := os.read(descriptor, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(descriptor)
+
+
 def read_toml(path: str) -> dict[str, Any] | None:
     """The parsed file; None when it does not exist."""
     try:
-        with open(path, "rb") as handle:
-            document: dict[str, Any] = tomllib.load(handle)
+        document: dict[str, Any] = tomllib.loads(read_regular(path).decode())
     except FileNotFoundError:
         return None
+    except NotRegularFile as exc:
+        raise ManifestError(
+            f"{os.path.basename(path)} is a {exc.kind}, not a regular file",
+            path=path,
+            hint=f"replace it with a regular {os.path.basename(path)} file",
+        ) from exc
     except OSError as exc:
         raise ManifestError(
             f"cannot read file: {exc.strerror}", path=path, hint="check the file's permissions"
@@ -89,7 +140,8 @@ def manifest_table(document: dict[str, Any], path: str) -> dict[str, Any]:
         raise ManifestError(
             f"unknown top-level table(s) or key(s): {', '.join(unknown)}",
             path=path,
-            hint="put plugin keys under [plugin] and config defaults under [config]",
+            hint=_did_you_mean(unknown, _MANIFEST_TABLES)
+            + "put plugin keys under [plugin] and config defaults under [config]",
         )
     table = document.get("plugin")
     if not isinstance(table, dict):
@@ -169,6 +221,8 @@ def _author(metadata: importlib.metadata.PackageMetadata) -> str:
     author = _field(metadata, "Author")
     if author:
         return author
+    import email.utils
+
     # Core metadata puts "Name <mail>" entries in Author-email when a name comes with an address.
     addresses = email.utils.getaddresses(metadata.get_all("Author-email") or [])
     return ", ".join(name for name, _ in addresses if name)
@@ -192,6 +246,8 @@ def _shipped_manifest(
         return None
     # Editable installs list only a path hook in their files; the package lives in the source
     # tree. find_spec locates a top-level module without running it.
+    import importlib.util
+
     spec = importlib.util.find_spec(top)
     if spec is None:
         raise ManifestError(

@@ -1,15 +1,24 @@
-"""The ``helixhooks`` command: list, check, run, graph and info for hosts and plugin authors."""
+"""The ``helixhooks`` command: list, check, run, graph and info for hosts and plugin authors.
+
+Output rules: stdout carries the report (and only the JSON with ``--json``); what plugins print
+while they load, start and are checked goes to stderr. A problem is printed once, in the report:
+the warnings helixhooks logs while a command works are collected and reported with it, unless
+they repeat a problem (``-v`` logs everything to stderr as it happens, as well).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import inspect
 import json
 import logging
+import math
 import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -18,54 +27,94 @@ import attrs
 from . import __version__
 from .config import Config
 from .dependencies import DependencyResolver
-from .discovery import Discovery
+from .discovery import MANIFEST, Discovery
 from .errors import HelixError
-from .plugin import PluginCandidate, PluginEvent, PluginState, Problem
+from .markers import PROJECT_NAME
+from .plugin import PluginCandidate, PluginEvent, PluginInfo, PluginState, Problem
 from .system import PluginSystem
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+
+# The common options, accepted before the command (stored under these prefixed names) and after.
+_TOP = "top_"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    _merge_common(parser, args)
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    if not args.verbose:
+        # Collected warnings are printed with the command's report; see _collecting.
+        stderr.addFilter(_not_collected)
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(stderr)
+    root.setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         config = _config(args)
         result: int = args.command(config, args, sys.stdout)
     except HelixError as exc:
         print(f"helixhooks: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        root.removeHandler(stderr)
+        root.setLevel(level)
     return result
 
 
-def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config", type=Path, help="helixhooks.toml or pyproject.toml (default: found upwards)"
+def _duration(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a finite number of seconds >= 0 (leave --duration out to run "
+            "until Ctrl-C)"
+        )
+    return seconds
+
+
+def _add_common(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    parser.add_argument(
+        "--config",
+        dest=prefix + "config",
+        type=Path,
+        help="helixhooks.toml or pyproject.toml (default: found upwards)",
     )
-    common.add_argument(
+    parser.add_argument(
         "--plugin-dir",
-        dest="plugin_dirs",
+        dest=prefix + "plugin_dirs",
         action="append",
+        default=[],
         type=Path,
         help="a plugin directory; repeatable; replaces the config's plugin_dirs",
     )
-    common.add_argument(
+    parser.add_argument(
         "--hookspecs",
+        dest=prefix + "hookspecs",
         action="append",
         default=[],
         help="the host's hookspecs as module:Class or file.py:Class; repeatable",
     )
-    common.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument(
+        "-v", "--verbose", dest=prefix + "verbose", action="store_true", help="log debug messages"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    _add_common(common)
 
     parser = argparse.ArgumentParser(
-        prog="helixhooks", description="Find, check and run helixhooks plugins."
+        prog="helixhooks",
+        description="Find, check and run helixhooks plugins. The options --config, "
+        "--plugin-dir, --hookspecs and -v may come before or after the command.",
     )
     parser.add_argument("--version", action="version", version=f"helixhooks {__version__}")
+    _add_common(parser, _TOP)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     sub = commands.add_parser(
@@ -77,15 +126,17 @@ def _parser() -> argparse.ArgumentParser:
     sub = commands.add_parser(
         "check",
         parents=[common],
-        help="resolve, load, init, start and health-check; exit 1 if not ok",
+        help="resolve, load, init, start and health-check; exit 1 if not ok or no plugin found",
     )
     sub.add_argument("--json", action="store_true", help="machine-readable output")
     sub.set_defaults(command=_check)
 
     sub = commands.add_parser(
-        "run", parents=[common], help="start every plugin and serve until Ctrl-C or SIGTERM"
+        "run",
+        parents=[common],
+        help="start every plugin and serve until Ctrl-C or SIGTERM; exit 1 if none started",
     )
-    sub.add_argument("--duration", type=float, help="stop by itself after this many seconds")
+    sub.add_argument("--duration", type=_duration, help="stop by itself after this many seconds")
     sub.set_defaults(command=_run)
 
     sub = commands.add_parser("graph", parents=[common], help="the dependency order")
@@ -93,12 +144,31 @@ def _parser() -> argparse.ArgumentParser:
     sub.set_defaults(command=_graph)
 
     sub = commands.add_parser(
-        "info", parents=[common], help="one plugin's manifest (imports nothing)"
+        "info",
+        parents=[common],
+        help="one plugin's manifest (imports nothing); with --load, also what its helix_info says",
     )
     sub.add_argument("path", type=Path, help="a plugin directory, its plugin.toml, or a .py plugin")
     sub.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.add_argument(
+        "--load",
+        action="store_true",
+        help="also show what the plugin's helix_info hook returns; this runs plugin code: the "
+        "configured plugins are loaded and started with it, for its dependencies",
+    )
     sub.set_defaults(command=_info)
     return parser
+
+
+def _merge_common(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The common options given before the command, joined with those given after it."""
+    before, after = getattr(args, _TOP + "config"), args.config
+    if before is not None and after is not None and before != after:
+        parser.error(f"--config given twice: {before} and {after}")
+    args.config = after if after is not None else before
+    args.plugin_dirs = [*getattr(args, _TOP + "plugin_dirs"), *args.plugin_dirs]
+    args.hookspecs = [*getattr(args, _TOP + "hookspecs"), *args.hookspecs]
+    args.verbose = args.verbose or getattr(args, _TOP + "verbose")
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -111,79 +181,218 @@ def _config(args: argparse.Namespace) -> Config:
     return attrs.evolve(config, **changes) if changes else config
 
 
+# --- collecting what helixhooks logs, to print each problem once ---------------------------------
+
+
+class _Collector(logging.Handler):
+    """The warnings helixhooks itself logs (not its plugins' own loggers) while a command works."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith("helixhooks.plugin."):
+            return  # a plugin's own log line is the plugin's output, not a finding
+        record.helix_collected = True
+        self.messages.append(record.getMessage())
+
+    def warnings(self, problems: Sequence[Problem], extra: Sequence[str] = ()) -> list[str]:
+        """What was collected and is not already one of ``problems``, each once."""
+        reasons = [problem.reason for problem in problems]
+        fresh = [m for m in self.messages if not any(reason in m for reason in reasons)]
+        return list(dict.fromkeys([*extra, *fresh]))
+
+
+def _not_collected(record: logging.LogRecord) -> bool:
+    return not getattr(record, "helix_collected", False)
+
+
+@contextlib.contextmanager
+def _collecting() -> Iterator[_Collector]:
+    collector = _Collector()
+    logger = logging.getLogger(PROJECT_NAME)
+    logger.addHandler(collector)
+    try:
+        yield collector
+    finally:
+        logger.removeHandler(collector)
+
+
+@contextlib.contextmanager
+def _plugins_print_to_stderr() -> Iterator[None]:
+    """Plugin code's print() goes to stderr: stdout is the report's (the JSON's) alone."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+# --- the commands -------------------------------------------------------------------------------
+
+
 def _list(config: Config, args: argparse.Namespace, out: TextIO) -> int:
     discovery = Discovery(config)
-    candidates = discovery.scan()
+    with _collecting() as collected:
+        candidates = discovery.scan()
+    problems = discovery.problems
+    names = [c.info.name for c in candidates] + [p.name for p in problems if p.name]
+    warnings = collected.warnings(problems, config.unknown_plugin_config(names))
     if args.json:
         _dump(
             {
                 "plugins": [_candidate_data(c) for c in candidates],
-                "problems": [_problem_data(p) for p in discovery.problems],
+                "problems": [_problem_data(p) for p in problems],
+                "warnings": warnings,
             },
             out,
         )
     else:
         rows = [(c.info.name, c.info.version, c.kind, c.location) for c in candidates]
         _table(("NAME", "VERSION", "KIND", "SOURCE"), rows, out)
-        _print_problems(discovery.problems, out)
-    return EXIT_PROBLEMS if discovery.problems else EXIT_OK
+        if not candidates:
+            print(_nothing_found(config), file=out)
+        _print_warnings(warnings, out)
+        _print_problems(problems, out)
+    return EXIT_PROBLEMS if problems else EXIT_OK
 
 
 def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
-    system = PluginSystem(config)
-    system.load_all()
-    system.start_all()
-    try:
-        health = system.health()
-    finally:
-        system.stop_all()
-    problems = system.problems
-    plugins: list[dict[str, Any]] = []
-    for name in system.names():
-        handle = system.get(name)
-        status = health.get(name)
-        plugins.append(
-            {
-                "name": name,
-                "version": handle.version,
-                "state": handle.state.value,
-                "healthy": bool(status and status.healthy),
-                "message": status.message if status else "",
-            }
-        )
+    with _plugins_print_to_stderr(), _collecting() as collected:
+        system = PluginSystem(config)
+        try:
+            system.load_all()
+            system.start_all()
+            health = system.health()
+            plugins = [_checked(system, name, health.get(name)) for name in system.names()]
+        finally:
+            system.stop_all()
+        problems = system.problems
+    names = system.names() + [p.name for p in problems if p.name]
+    warnings = collected.warnings(problems, config.unknown_plugin_config(names))
+    for plugin in plugins:
+        warnings.extend(plugin.pop("warnings"))
     unhealthy = [p for p in plugins if not p["healthy"]]
-    ok = not problems and not unhealthy
+    ok = bool(plugins) and not problems and not unhealthy
     if args.json:
-        _dump({"ok": ok, "plugins": plugins, "problems": [_problem_data(p) for p in problems]}, out)
+        data = {"ok": ok, "plugins": plugins, "problems": [_problem_data(p) for p in problems]}
+        _dump({**data, "warnings": warnings}, out)
+        return EXIT_OK if ok else EXIT_PROBLEMS
+    # A plugin's problem is printed once, in the list below; its row points there.
+    with_problem = {p.name for p in problems}
+    rows = [
+        (
+            p["name"],
+            p["version"],
+            p["state"],
+            "ok" if p["healthy"] else "NOT OK",
+            "see its problem below" if p["name"] in with_problem else p["message"],
+        )
+        for p in plugins
+    ]
+    _table(("NAME", "VERSION", "STATE", "HEALTH", "MESSAGE"), rows, out)
+    for plugin in plugins:
+        if plugin.get("info"):
+            print(f"\n{plugin['name']} says (helix_info):", file=out)
+            _print_mapping(plugin["info"], out, indent="  ")
+    _print_warnings(warnings, out)
+    _print_problems(problems, out)
+    if not plugins and not problems:
+        print(_nothing_found(config), file=out)
+    elif ok:
+        print("all plugins ok", file=out)
     else:
-        rows = [
-            (p["name"], p["version"], "ok" if p["healthy"] else "NOT OK", p["message"])
-            for p in plugins
-        ]
-        _table(("NAME", "VERSION", "HEALTH", "MESSAGE"), rows, out)
-        _print_problems(problems, out)
-        print("all plugins ok" if ok else "problems found", file=out)
+        print("problems found", file=out)
     return EXIT_OK if ok else EXIT_PROBLEMS
+
+
+def _checked(system: PluginSystem, name: str, status: Any) -> dict[str, Any]:
+    """One plugin's row of ``check``, taken while it is still as the check found it."""
+    handle = system.get(name)
+    state = status.state if status is not None else handle.state
+    healthy = bool(status is not None and status.healthy)
+    message = status.message if status is not None else ""
+    error = handle.error
+    if error is not None and not healthy and str(error) not in message:
+        # A held-back plugin, say: its reason belongs in its row.
+        message = f"{message}: {error}" if message else str(error)
+    row: dict[str, Any] = {
+        "name": name,
+        "version": handle.version,
+        "state": state.value,
+        "healthy": healthy,
+        "message": message,
+    }
+    info, warnings = _helix_info(system, name)
+    if info is not None:
+        row["info"] = info
+    row["warnings"] = warnings
+    return row
+
+
+def _helix_info(system: PluginSystem, name: str) -> tuple[Any, list[str]]:
+    """What a started plugin's helix_info returns (None if it has none), and warnings about it."""
+    handle = system.get(name)
+    if handle.state is not PluginState.STARTED or not _implements(handle.plugin, "helix_info"):
+        return None, []
+    try:
+        info = handle.call("helix_info")
+    except Exception as exc:  # noqa: BLE001 - the plugin's bug is reported as a warning
+        return None, [f"plugin {name!r}: helix_info raised {type(exc).__name__}: {exc}"]
+    if info is not None and not isinstance(info, Mapping):
+        return None, [
+            f"plugin {name!r}: helix_info returned {type(info).__name__}, not a mapping "
+            "(fix: return a dict of facts about the plugin, or None)"
+        ]
+    return (dict(info) if info is not None else None), []
+
+
+def _implements(plugin: object, hook: str) -> bool:
+    """Whether ``plugin`` (a module or object) has a hookimpl for ``hook``, running none of it."""
+    if plugin is None:
+        return False
+    marker = PROJECT_NAME + "_impl"
+    for attribute in dir(plugin):
+        value = inspect.getattr_static(plugin, attribute, None)
+        if isinstance(value, (staticmethod, classmethod)):
+            value = value.__func__
+        opts = getattr(value, marker, None) if inspect.isfunction(value) else None
+        if isinstance(opts, dict) and (opts.get("specname") or attribute) == hook:
+            return True
+    return False
 
 
 def _run(config: Config, args: argparse.Namespace, out: TextIO) -> int:
     system = PluginSystem(config)
-    system.subscribe(lambda event: _print_event(event, out))
+    starting = [True]
+    system.subscribe(lambda event: _print_event(event, out, brief=starting[0]))
     stop = threading.Event()
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
     }
     try:
-        system.load_all()
-        system.start_all()
+        with _collecting() as collected:
+            system.load_all()
+            system.start_all()
+        starting[0] = False
         rows = [
             (name, system.get(name).version, system.get(name).state.value)
             for name in system.names()
         ]
         print(file=out)
         _table(("NAME", "VERSION", "STATE"), rows, out)
-        _print_problems(system.problems, out)
+        problems = system.problems
+        names = system.names() + [p.name for p in problems if p.name]
+        _print_warnings(collected.warnings(problems, config.unknown_plugin_config(names)), out)
+        _print_problems(problems, out)
         started = sum(1 for row in rows if row[2] == PluginState.STARTED.value)
+        if not started:
+            print(
+                "\nno plugin is running: "
+                + ("see the problems above" if rows or problems else _nothing_found(config)),
+                file=out,
+                flush=True,
+            )
+            system.stop_all()
+            return EXIT_PROBLEMS
         until = f"for {args.duration:g}s" if args.duration is not None else "until Ctrl-C"
         print(f"\n{started} plugin(s) running {until}", file=out, flush=True)
         stop.wait(args.duration)
@@ -225,23 +434,100 @@ def _graph(config: Config, args: argparse.Namespace, out: TextIO) -> int:
 
 def _info(config: Config, args: argparse.Namespace, out: TextIO) -> int:
     info = Discovery(config).get_info(args.path)
-    data = info.to_dict()
+    data: dict[str, Any] = info.to_dict()
+    problems: list[Problem] = []
+    warnings: list[str] = []
+    if args.load:
+        extra, problems, warnings = _loaded_info(config, Path(args.path), info)
+        data["helix_info"] = extra
     if args.json:
+        if args.load:
+            data["problems"] = [_problem_data(p) for p in problems]
+            data["warnings"] = warnings
         _dump(data, out)
     else:
-        width = max(len(key) for key in data)
-        for key, value in data.items():
-            shown = ", ".join(value) if isinstance(value, list) else value
-            print(f"{key:<{width}}  {shown}", file=out)
-    return EXIT_OK
+        _print_mapping({k: v for k, v in data.items() if k != "helix_info"}, out)
+        if args.load:
+            if data["helix_info"] is not None:
+                print("\nhelix_info:", file=out)
+                _print_mapping(data["helix_info"], out, indent="  ")
+            elif not problems:
+                print("\nhelix_info: (the plugin does not implement it)", file=out)
+            _print_warnings(warnings, out)
+            _print_problems(problems, out)
+    return EXIT_PROBLEMS if problems else EXIT_OK
 
 
-def _print_event(event: PluginEvent, out: TextIO) -> None:
+def _loaded_info(
+    config: Config, path: Path, info: PluginInfo
+) -> tuple[dict[str, Any] | None, list[Problem], list[str]]:
+    """Load and start the plugin at ``path`` among the configured plugins; its helix_info.
+
+    The configured plugin dirs are kept, so the plugin's dependencies are found; the plugin's
+    own directory (a .py plugin's parent) goes first unless a scan of them finds it already.
+    """
+    directory = path.parent if path.name == MANIFEST or path.suffix == ".py" else path
+    target = path.parent if path.name == MANIFEST else path
+    with _collecting():  # this scan only looks for the plugin; the load below reports
+        found = Discovery(config).scan()
+    if not any(
+        c.info.name == info.name
+        and isinstance(c.source, Path)
+        and c.source.resolve() == target.resolve()
+        for c in found
+    ):
+        config = attrs.evolve(config, plugin_dirs=(directory, *config.plugin_dirs))
+    with _plugins_print_to_stderr(), _collecting() as collected:
+        system = PluginSystem(config)
+        try:
+            system.load_all()
+            system.start_all()
+            extra, warnings = _helix_info(system, info.name)
+        finally:
+            system.stop_all()
+        problems = [p for p in system.problems if p.name == info.name]
+    # The other plugins' findings are for `helixhooks check`; this is about one plugin.
+    about = f"plugin {info.name!r}"
+    own = [m for m in collected.warnings(problems, warnings) if about in m]
+    return extra, problems, own
+
+
+# --- output ---------------------------------------------------------------------------------------
+
+
+def _nothing_found(config: Config) -> str:
+    where = ", ".join(str(d) for d in config.plugin_dirs) or "no plugin dirs"
+    group = config.entry_point_group
+    points = f" nor in entry point group {group!r}" if group else ""
+    return (
+        f"no plugins found in {where}{points} (a plugin is a directory with {MANIFEST} or a .py "
+        "file with PLUGIN_INFO; pass --plugin-dir)"
+    )
+
+
+def _print_event(event: PluginEvent, out: TextIO, *, brief: bool = False) -> None:
     took = f"  ({event.duration * 1000:.1f} ms)" if event.duration is not None else ""
     line = f"{time.strftime('%H:%M:%S')} {event.kind:<8} {event.name} {event.version or ''}{took}"
-    if event.error is not None:
+    # While starting up, a failure's reason is printed with the problems that follow, once.
+    if event.error is not None and not (brief and event.kind in ("failed", "held_back")):
         line += f"\n           {event.error}"
     print(line, file=out, flush=True)
+
+
+def _print_mapping(data: Mapping[str, Any], out: TextIO, indent: str = "") -> None:
+    if not data:
+        return
+    width = max(len(str(key)) for key in data)
+    for key, value in data.items():
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+        print(f"{indent}{key!s:<{width}}  {shown}", file=out)
+
+
+def _print_warnings(warnings: Sequence[str], out: TextIO) -> None:
+    if warnings:
+        print(f"\n{len(warnings)} warning(s):", file=out)
+        for warning in warnings:
+            print(f"  {warning}", file=out)
 
 
 def _print_problems(problems: Sequence[Problem], out: TextIO) -> None:
@@ -252,6 +538,8 @@ def _print_problems(problems: Sequence[Problem], out: TextIO) -> None:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO) -> None:
+    if not rows:
+        return
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
     for row in (header, *rows):
         cells = (str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))

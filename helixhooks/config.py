@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from ._entry_points import NotRegularFile, read_regular
 from .errors import ManifestError
 
 if sys.version_info >= (3, 11):
@@ -19,6 +22,9 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 CONFIG_FILE = "helixhooks.toml"
 PYPROJECT = "pyproject.toml"
+ISOLATION_MODES = ("inprocess", "process")
+
+logger = logging.getLogger("helixhooks.config")
 
 
 def _paths(value: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> tuple[Path, ...]:
@@ -28,13 +34,35 @@ def _paths(value: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> 
 
 
 def _positive(_instance: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+    if value is None:
+        return
+    _check_number(attribute.name, value)
+    # `not value > 0` also refuses nan, which every comparison answers False.
+    if not value > 0 or math.isinf(value):
+        raise ValueError(f"{attribute.name} must be a finite number > 0, got {value!r}")
 
 
 def _non_negative(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value < 0:
-        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+    _check_number(attribute.name, value)
+    if not value >= 0 or math.isinf(value):
+        raise ValueError(f"{attribute.name} must be a finite number >= 0, got {value!r}")
+
+
+def _check_number(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, not {type(value).__name__} {value!r}")
+
+
+def _isolation(_instance: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None and value not in ISOLATION_MODES:
+        raise ValueError(f"{attribute.name} must be {_choices(value)}")
+
+
+def _choices(value: object) -> str:
+    """The allowed modes and ``value``, with a did-you-mean for a near miss."""
+    allowed = " or ".join(repr(mode) for mode in ISOLATION_MODES)
+    close = _close_matches(str(value), ISOLATION_MODES)
+    return f"{allowed}, not {value!r}" + (f"; did you mean {close[0]!r}?" if close else "")
 
 
 @attrs.frozen
@@ -84,10 +112,7 @@ class Config:
     health_timeout: float = attrs.field(default=5.0, validator=_positive)
     health_interval: float | None = attrs.field(default=None, validator=_positive)
     call_timeout: float | None = attrs.field(default=None, validator=_positive)
-    isolation: str | None = attrs.field(
-        default=None,
-        validator=attrs.validators.optional(attrs.validators.in_(("inprocess", "process"))),
-    )
+    isolation: str | None = attrs.field(default=None, validator=_isolation)
     grants: dict[str, tuple[str, ...]] | None = attrs.field(
         default=None, converter=_grants, hash=False
     )
@@ -98,10 +123,30 @@ class Config:
     hookspecs: tuple[str, ...] = attrs.field(default=(), converter=tuple)
 
     def config_for(self, name: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
-        """A plugin's config: its manifest defaults with the host's table for it merged over."""
-        merged = dict(defaults)
-        merged.update(self.plugin_config.get(name, {}))
-        return merged
+        """A plugin's config: its manifest defaults with the host's table for it merged over.
+
+        Tables merge deeply: a host's ``conn.port`` keeps the manifest's ``conn.host``. Any other
+        value (a list included) the host gives replaces the default whole.
+        """
+        return _deep_merge(defaults, self.plugin_config.get(name, {}))
+
+    def unknown_plugin_config(self, names: Iterable[str]) -> list[str]:
+        """A warning for each ``plugin_config`` table naming none of the plugins in ``names``.
+
+        Such a table is almost always a typo or a plugin that is not installed; its settings reach
+        nobody. Each warning names the table and, for a near miss, the plugin it may mean.
+        """
+        known = sorted(set(names))
+        warnings = []
+        for table in sorted(self.plugin_config):
+            if table in known:
+                continue
+            close = _close_matches(table, known)
+            fix = f"did you mean {close[0]!r}?" if close else "remove it, or add the plugin"
+            warnings.append(
+                f"[plugin_config.{table}] configures a plugin that does not exist ({fix})"
+            )
+        return warnings
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Config:
@@ -110,21 +155,16 @@ class Config:
         Relative plugin_dirs are taken relative to the file's directory, not the working directory.
         """
         path = Path(path)
-        try:
-            with path.open("rb") as handle:
-                document = tomllib.load(handle)
-        except OSError as exc:
-            raise ManifestError(
-                f"cannot read config file: {exc.strerror}",
-                path=str(path),
-                hint="check the path passed as the config file",
-            ) from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ManifestError(
-                f"config file is not valid TOML: {exc}", path=str(path), hint="fix the TOML syntax"
-            ) from exc
+        document = _read_toml(path)
         if path.name == PYPROJECT:
-            table = document.get("tool", {}).get("helixhooks", {})
+            tool = document.get("tool", {})
+            if not isinstance(tool, Mapping):
+                raise ManifestError(
+                    f"'tool' must be a table, not {type(tool).__name__} {tool!r:.40}",
+                    path=str(path),
+                    hint="write the settings under a [tool.helixhooks] table",
+                )
+            table = tool.get("helixhooks", {})
         else:
             table = document
         return cls.from_mapping(table, source=path)
@@ -134,7 +174,13 @@ class Config:
         """Build from plain data, checking every key and type; errors name the key and the file."""
         where = str(source) if source else None
         if not isinstance(table, Mapping):
-            raise ManifestError("helixhooks settings must be a table", path=where)
+            raise ManifestError(
+                f"helixhooks settings must be a table, not {type(table).__name__}",
+                path=where,
+                hint="write them as a [tool.helixhooks] table"
+                if source is not None and source.name == PYPROJECT
+                else "write them as key = value lines",
+            )
         values: dict[str, Any] = {}
         for key, value in table.items():
             expected = _KEY_TYPES.get(key)
@@ -151,6 +197,7 @@ class Config:
                     path=where,
                     hint=f"give {key} as {_describe(expected)}",
                 )
+            _check_value(key, value, where)
             values[key] = value
         if values.get("entry_point_group") is False:
             # TOML has no null: `entry_point_group = false` turns entry points off.
@@ -162,13 +209,7 @@ class Config:
                 _relative_spec(spec, source.parent) for spec in values["hookspecs"]
             ]
         if "limits" in values:
-            unknown = set(values["limits"]) - {f.name for f in attrs.fields(Limits)}
-            if unknown:
-                raise ManifestError(
-                    f"unknown key(s) in limits: {', '.join(sorted(unknown))}",
-                    path=where,
-                    hint="limits takes memory_mb, cpu_seconds, open_files, file_size_mb",
-                )
+            _check_limits(values["limits"], where)
         try:
             return cls(**values)
         except (TypeError, ValueError) as exc:
@@ -179,6 +220,11 @@ class Config:
         """Find helixhooks.toml, or a pyproject.toml with [tool.helixhooks], walking upwards.
 
         With neither, the defaults apply.
+
+        A pyproject.toml that cannot be read or parsed (not UTF-8, not TOML) may belong to any
+        project above the start directory: it is skipped with a warning on the
+        ``helixhooks.config`` logger, and the search goes on. One that has a ``[tool.helixhooks]``
+        key is ours, and its faults are errors.
         """
         directory = Path(start_dir).resolve()
         for candidate in (directory, *directory.parents):
@@ -198,14 +244,131 @@ def _relative_spec(spec: str, base: Path) -> str:
     return spec
 
 
-def _has_tool_table(pyproject: Path) -> bool:
+def _read_toml(path: Path) -> dict[str, Any]:
+    """A config file's TOML document; every way it can fail is a ManifestError naming it."""
     try:
-        with pyproject.open("rb") as handle:
-            document = tomllib.load(handle)
-    except (OSError, tomllib.TOMLDecodeError):
-        # A broken pyproject.toml that is not ours to read must not stop the search upwards.
+        # A FIFO or a device would block or never end; only a regular file is read.
+        document: dict[str, Any] = tomllib.loads(read_regular(path).decode())
+    except NotRegularFile as exc:
+        raise ManifestError(
+            f"config file is a {exc.kind}, not a regular file",
+            path=str(path),
+            hint="point to a helixhooks.toml or pyproject.toml file",
+        ) from exc
+    except OSError as exc:
+        raise ManifestError(
+            f"cannot read config file: {exc.strerror}",
+            path=str(path),
+            hint="check the path passed as the config file",
+        ) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(
+            f"config file is not valid TOML: {exc}", path=str(path), hint="fix the TOML syntax"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise ManifestError(
+            f"config file is not UTF-8 text: {exc.reason} at byte {exc.start}",
+            path=str(path),
+            hint="save the file as UTF-8 (TOML files must be UTF-8)",
+        ) from exc
+    return document
+
+
+def _has_tool_table(pyproject: Path) -> bool:
+    """Whether a pyproject.toml met on the way up holds helixhooks settings.
+
+    One that cannot be read is skipped with a warning: it may be any project's, and must not stop
+    every command. A ``tool.helixhooks`` of the wrong type counts as ours, so it is reported.
+    """
+    try:
+        document = _read_toml(pyproject)
+    except ManifestError as exc:
+        logger.warning("skipping %s while looking for [tool.helixhooks]: %s", pyproject, exc)
         return False
-    return isinstance(document.get("tool", {}).get("helixhooks"), Mapping)
+    tool = document.get("tool")
+    return isinstance(tool, Mapping) and "helixhooks" in tool
+
+
+def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        below = merged.get(key)
+        if isinstance(value, Mapping) and isinstance(below, Mapping):
+            merged[key] = _deep_merge(below, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+# Each duration key and an example value for its hint.
+_DURATIONS = {
+    "watch_interval": 1,
+    "load_timeout": 30,
+    "debounce": 0.2,
+    "health_timeout": 5,
+    "health_interval": 10,
+    "call_timeout": 5,
+}
+_LIMIT_TYPES: dict[str, tuple[type, ...]] = {
+    "memory_mb": (int,),
+    "cpu_seconds": (int, float),
+    "open_files": (int,),
+    "file_size_mb": (int,),
+}
+
+
+def _check_value(key: str, value: Any, where: str | None) -> None:
+    """What a key's type allows but its meaning does not: non-finite times, unknown modes."""
+    if key in _DURATIONS:
+        if not math.isfinite(value) or value < 0 or (key != "debounce" and value == 0):
+            bound = ">= 0" if key == "debounce" else "> 0"
+            leave_out = (
+                f"; leave {key} out for none" if key in ("health_interval", "call_timeout") else ""
+            )
+            raise ManifestError(
+                f"config key {key!r} must be a finite number of seconds {bound}, got {value!r}",
+                path=where,
+                hint=f"give {key} in seconds, e.g. {key} = {_DURATIONS[key]}{leave_out}",
+            )
+    elif key == "isolation" and value not in ISOLATION_MODES:
+        raise ManifestError(
+            f"config key 'isolation' must be {_choices(value)}",
+            path=where,
+            hint="set isolation to 'inprocess' or 'process', or leave it out to use each "
+            "plugin's manifest",
+        )
+
+
+def _check_limits(limits: Mapping[str, Any], where: str | None) -> None:
+    for key, value in limits.items():
+        expected = _LIMIT_TYPES.get(key)
+        if expected is None:
+            close = _close_matches(str(key), list(_LIMIT_TYPES))
+            raise ManifestError(
+                f"unknown key 'limits.{key}'",
+                path=where,
+                hint=(f"did you mean {close[0]!r}? " if close else "")
+                + "limits takes "
+                + ", ".join(_LIMIT_TYPES),
+            )
+        whole = expected == (int,)
+        kind = "a whole number" if whole else "a number"
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, expected)
+            or not isinstance(value, (int, float))
+        ):
+            raise ManifestError(
+                f"config key 'limits.{key}' must be {kind}, not {type(value).__name__} {value!r}",
+                path=where,
+                hint=f"give limits.{key} as {kind} > 0, or leave it out for the default",
+            )
+        if not math.isfinite(value) or value <= 0:
+            raise ManifestError(
+                f"config key 'limits.{key}' must be {kind} > 0, got {value!r}",
+                path=where,
+                hint=f"give limits.{key} as {kind} > 0, or leave it out for the default",
+            )
 
 
 _NUMBER = (int, float)
@@ -267,10 +430,16 @@ def _describe(expected: tuple[type, ...] | str) -> str:
     return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in expected))
 
 
-def _suggest(key: str) -> str:
+def _close_matches(word: str, options: Iterable[str]) -> list[str]:
+    """The best near miss of ``word`` among ``options``, for a "did you mean" (maybe none)."""
+    # Imported here: only a mistake needs it, and every host imports this module.
     import difflib
 
-    close = difflib.get_close_matches(key, list(_KEY_TYPES), n=1)
+    return difflib.get_close_matches(word, list(options), n=1)
+
+
+def _suggest(key: str) -> str:
+    close = _close_matches(key, list(_KEY_TYPES))
     if close:
         return f"did you mean {close[0]!r}?"
     return "known keys are " + ", ".join(sorted(_KEY_TYPES))

@@ -187,7 +187,7 @@ class DependencyResolver:
                 if constraint is not None:
                     satisfied = matches.get((constraint, target.version))
                     if satisfied is None:
-                        satisfied = self._satisfies(constraint, target.version)
+                        satisfied = self._check(constraint, target.version)
                     if not satisfied and name not in broken:
                         broken[name] = self._conflict(name, dep_name, constraint, target.version)
                 present.append(dep_name)
@@ -205,23 +205,25 @@ class DependencyResolver:
         return [dependency.name for dependency in info.parsed_dependencies]
 
     def _satisfies(self, constraint: str, version: str) -> bool:
-        key = (constraint, version)
-        satisfied = self._matches.get(key)
-        if satisfied is None:
-            parsed = self._constraints.get(constraint)
-            if parsed is None:
-                parsed = self._constraints[constraint] = parse_constraint(constraint)
-            found = self._versions.get(version)
-            if found is None:
-                found = self._versions[version] = parse_version(version)
-            try:
-                satisfied = parsed.matches(found)
-            except VersionError as exc:
-                # An npm range cannot judge a PEP 440 version with no SemVer reading (an epoch,
-                # four release numbers): it is not a match, and the reason is kept for the error.
-                self._unmatchable[key] = exc
-                satisfied = False
-            self._matches[key] = satisfied
+        satisfied = self._matches.get((constraint, version))
+        return self._check(constraint, version) if satisfied is None else satisfied
+
+    def _check(self, constraint: str, version: str) -> bool:
+        """Match ``version`` against ``constraint`` (not in the cache yet) and cache the answer."""
+        parsed = self._constraints.get(constraint)
+        if parsed is None:
+            parsed = self._constraints[constraint] = parse_constraint(constraint)
+        found = self._versions.get(version)
+        if found is None:
+            found = self._versions[version] = parse_version(version)
+        try:
+            satisfied = parsed.matches(found)
+        except VersionError as exc:
+            # An npm range cannot judge a PEP 440 version with no SemVer reading (an epoch,
+            # four release numbers): it is not a match, and the reason is kept for the error.
+            self._unmatchable[(constraint, version)] = exc
+            satisfied = False
+        self._matches[(constraint, version)] = satisfied
         return satisfied
 
     def _conflict(
@@ -282,10 +284,12 @@ def _cycle_problems(
         for start in sorted(component):
             if start in problems:
                 continue
-            cycle = _shortest_cycle(start, deps, inside)
+            # One tuple per cycle, shared by the errors of all its members: each error reads
+            # the cycle from its own member on demand, so a cycle of n plugins costs O(n).
+            cycle = tuple(_shortest_cycle(start, deps, inside))
             for at, member in enumerate(cycle[:-1]):
                 if member not in problems:
-                    problems[member] = CyclicDependency([*cycle[at:-1], *cycle[:at], member])
+                    problems[member] = CyclicDependency(cycle, start=at)
     return problems
 
 
@@ -337,12 +341,15 @@ def _shortest_cycle(start: str, deps: Mapping[str, Sequence[str]], inside: set[s
     came_from = {start: start}
     queue = [start]
     for node in queue:  # grows while we walk it: a breadth-first search
-        for dep in deps[node]:
-            if dep == start:
-                path = [node]
-                while path[-1] != start:
-                    path.append(came_from[path[-1]])
-                return [*reversed(path), start]
+        node_deps = deps[node]
+        # Asked first (one scan in C): a hub that many members depend on is not walked edge
+        # by edge in Python once per member.
+        if start in node_deps:
+            path = [node]
+            while path[-1] != start:
+                path.append(came_from[path[-1]])
+            return [*reversed(path), start]
+        for dep in node_deps:
             if dep in inside and dep not in came_from:
                 came_from[dep] = node
                 queue.append(dep)

@@ -86,15 +86,44 @@ class MissingDependency(DependencyError):
 
 
 class CyclicDependency(DependencyError):
-    """The plugins in ``cycle`` depend on each other in a loop; ``cycle`` ends where it starts."""
+    """The plugins in ``cycle`` depend on each other in a loop; ``cycle`` ends where it starts.
 
-    def __init__(self, cycle: Sequence[str]) -> None:
-        self.cycle = list(cycle)
+    ``cycle`` may be given as a closed tuple shared by every member's error, with ``start`` the
+    member's position in it: ``cycle`` then reads the loop from that member, built on access. A
+    cycle of n plugins so costs O(n) for all n errors together, not O(n) each. The message names
+    a long cycle's first and last few members and how many are left out.
+    """
+
+    #: Cycles with more members than this are abbreviated in the message.
+    MESSAGE_MEMBERS = 10
+
+    def __init__(self, cycle: Sequence[str], *, start: int = 0) -> None:
+        ring = cycle if isinstance(cycle, tuple) else tuple(cycle)
+        self._ring: tuple[str, ...] = ring
+        self._start = start
+        size = len(ring) - 1
+        if size <= self.MESSAGE_MEMBERS:
+            path = " -> ".join(self.cycle)
+            described = "dependency cycle: "
+        else:
+            around = [ring[(start + step) % size] for step in range(-2, 6)]
+            path = " -> ".join(around[2:]) + f" -> ... ({size - 8:,} more) -> "
+            path += " -> ".join([*around[:2], around[2]])
+            described = f"dependency cycle of {size:,} plugins: "
         super().__init__(
-            "dependency cycle: " + " -> ".join(self.cycle),
-            plugin=self.cycle[0] if self.cycle else None,
-            hint="break the cycle by removing one of these dependencies",
+            described + path,
+            plugin=ring[start] if ring else None,
+            hint="break the cycle by removing one of these dependencies"
+            + ("" if size <= self.MESSAGE_MEMBERS else " (the error's .cycle lists them all)"),
         )
+
+    @property
+    def cycle(self) -> list[str]:
+        """The loop from this error's plugin back to it: ``[plugin, ..., plugin]``."""
+        members, start = self._ring[:-1], self._start
+        if not members:
+            return list(self._ring)
+        return [*members[start:], *members[:start], members[start]]
 
 
 class VersionConflict(DependencyError):

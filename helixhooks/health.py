@@ -17,6 +17,7 @@ from collections.abc import Callable
 import attrs
 
 from ._bounded import BoundedCall
+from ._dispatch import NotServing
 from .config import Config
 from .errors import HelixError, LifecycleError
 from .lifecycle import LifecycleManager, context_for
@@ -91,8 +92,7 @@ class HealthChecker:
         loaded = record.loaded
         if state is not PluginState.STARTED or loaded is None:
             return HealthStatus(record.name, False, state, _not_started(record), 0.0, checked_at)
-        caller = loaded.pm.hook.helix_health_check
-        if not caller.get_hookimpls():
+        if not loaded.gen.implements("helix_health_check"):
             return HealthStatus(record.name, True, state, "no health check", 0.0, checked_at)
         with self._abandoned_lock:
             earlier = self._abandoned.get(record.name)
@@ -108,8 +108,12 @@ class HealthChecker:
                 )
             self._abandoned.pop(record.name, None)
         ctx = context_for(record, self.config, self.registry)
+        dispatch = self.registry.dispatch
         run: BoundedCall[list[object]] = BoundedCall(
-            lambda: caller(ctx=ctx), plugin=record.name, phase="health_check"
+            # serving: a check admitted before a stop is waited for; one after it is refused.
+            lambda: dispatch.call(loaded.gen, "helix_health_check", {"ctx": ctx}, serving=True),
+            plugin=record.name,
+            phase="health_check",
         )
         deadline = time.monotonic() + self.config.health_timeout
         return _Pending(record, loaded, run, deadline, checked_at)
@@ -125,6 +129,9 @@ class HealthChecker:
             timeout = self.config.health_timeout
             message = f"health check timed out after {timeout:g}s"
             return HealthStatus(record.name, False, state, message, run.elapsed(), item.checked_at)
+        if isinstance(run.error, NotServing):
+            message = "stopped while its health check was starting"
+            return HealthStatus(record.name, False, record.state, message, 0.0, item.checked_at)
         if run.error is not None:
             message = f"health check raised {type(run.error).__name__}: {run.error}"
             return HealthStatus(record.name, False, state, message, run.duration, item.checked_at)

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import pluggy
 
 from ._bounded import BoundedCall
 from .config import Config
 from .dependencies import DependencyResolver
 from .errors import DependencyError, HelixError, LifecycleError, LoadError, PluginTimeout
 from .loader import LoadedPlugin, Loader
-from .plugin import PluginContext, PluginEvent, PluginState, deliver
+from .plugin import PluginCandidate, PluginContext, PluginEvent, PluginState, deliver
 from .registry import PluginRecord, Registry
 
 if TYPE_CHECKING:
@@ -52,10 +51,17 @@ def context_for(record: PluginRecord, config: Config, registry: Registry) -> Plu
     )
 
 
-def _lifecycle_hook(loaded: LoadedPlugin, phase: str) -> pluggy.HookCaller | None:
-    """The plugin's ``helix_<phase>`` on its private manager; None when it has no impl of it."""
-    caller: pluggy.HookCaller = getattr(loaded.pm.hook, f"helix_{phase}")
-    return caller if caller.get_hookimpls() else None
+def _wants_load(record: PluginRecord) -> bool:
+    """Not loaded yet: new, held back before loading, or FAILED before its code loaded."""
+    return record.loaded is None and record.state in (
+        PluginState.DISCOVERED,
+        PluginState.RESOLVED,
+        PluginState.FAILED,
+    )
+
+
+def _location(record: PluginRecord) -> str | None:
+    return record.candidate.location if record.candidate is not None else None
 
 
 class LifecycleManager:
@@ -78,12 +84,92 @@ class LifecycleManager:
         on_event: Callable[[PluginEvent], None] | None = None,
     ) -> None:
         self.registry = registry
+        self.loader = loader
         self.config = config if config is not None else loader.config
         self._logger = logger or _log
         self._metrics = metrics
         self._on_event = on_event
         self._resolver = DependencyResolver(registry)
         self._lock = threading.RLock()
+
+    def load_all(self, candidates: Iterable[PluginCandidate]) -> list[str]:
+        """Record, resolve, load and initialize ``candidates``; returns the names initialized.
+
+        New plugins, and plugins that failed to load or were held back by a broken dependency,
+        are (re)tried with their candidate as just discovered; loaded ones are left alone. A
+        broken plugin is FAILED with the reason, its dependents are held back, and every other
+        plugin loads.
+        """
+        with self._lock:
+            for candidate in candidates:
+                self._admit(candidate)
+            resolution = DependencyResolver(
+                [r.info for r in self.registry.list() if r.state is not PluginState.UNLOADED]
+            ).resolve()
+            for name, error in resolution.problems.items():
+                record = self.registry.get(name)
+                if record is None or not _wants_load(record):
+                    continue
+                if name in resolution.held_back:
+                    self._hold_back(record, error, blocker=error.plugin or name)
+                else:
+                    self._mark_failed(record, error, None)
+            initialized = []
+            held: dict[str, str] = {}  # held-back plugin -> the failed plugin at the root of it
+            for name in resolution.order:
+                record = self._record(name)
+                if not _wants_load(record):
+                    continue
+                blocker = self._blocker(record, held)
+                if blocker is not None and blocker[1] is not None:
+                    dependency, root = blocker[0], blocker[1]
+                    held[name] = root
+                    error = self._held_back_error(name, dependency, root)
+                    self._hold_back(record, error, blocker=dependency)
+                    continue
+                if self._load(record):
+                    try:
+                        self._init(name)
+                    except HelixError:
+                        # Recorded on the plugin, with an event; the others go on.
+                        continue
+                    initialized.append(name)
+            return initialized
+
+    def _admit(self, candidate: PluginCandidate) -> None:
+        """Record a discovered plugin, or refresh a record that never loaded with it."""
+        record = self.registry.get(candidate.info.name)
+        if record is None or record.state is PluginState.UNLOADED:
+            self.registry.add(candidate.info, candidate)
+        elif _wants_load(record):
+            with self.registry.lock:
+                record.info = candidate.info
+                record.candidate = candidate
+
+    def _load(self, record: PluginRecord) -> bool:
+        """Import the plugin's code; a failure leaves it FAILED with the reason."""
+        name = record.name
+        isolation = self.config.isolation or record.info.isolation
+        try:
+            if isolation == "process":
+                # Running it in-process instead would silently drop the isolation it asked for.
+                raise LoadError(
+                    "asks for process isolation, which this version of helixhooks cannot "
+                    "provide yet",
+                    plugin=name,
+                    path=_location(record),
+                    hint="set isolation = 'inprocess' in its manifest (or Config.isolation) "
+                    "to run it in the host process",
+                )
+            loaded = self.loader.load(record.candidate or record.info.name)
+        except HelixError as exc:
+            self._mark_failed(record, exc, None)
+            return False
+        self.registry.register(loaded)
+        with self.registry.lock:
+            record.held_by = None
+        self._emit(PluginEvent("loaded", name, record.info.version))
+        return True
 
     def init(self, name: str) -> None:
         """LOADED, STOPPED or FAILED -> INITIALIZED: ``helix_init(config, ctx)``."""
@@ -119,7 +205,7 @@ class LifecycleManager:
             for name, problem in resolution.problems.items():
                 record = self.registry.get(name)
                 if record is not None and record.state in _START_ALL_PICKS:
-                    self._hold_back(record, problem)
+                    self._hold_back(record, problem, blocker=problem.plugin or name)
             picked = [n for n in resolution.order if self._state(n) in _START_ALL_PICKS]
             return self._start_each(picked)
 
@@ -137,17 +223,30 @@ class LifecycleManager:
     def restart(self, name: str) -> None:
         """Stop the plugin's started dependents and the plugin, then start it and them again.
 
-        A FAILED plugin is re-initialized first. Raises if the plugin itself cannot be brought
-        back; its dependents are then held back, and a dependent's own failure is only recorded.
+        A FAILED plugin is re-initialized first. Dependents held back because of this plugin
+        are started too once it is up. Raises if the plugin itself cannot be brought back (its
+        dependents are then held back), or if a dependency of it is not started.
         """
         with self._lock:
             record = self._record(name)
             self._require(record, "restart", _CAN_RESTART, PluginState.STARTED)
+            if record.loaded is None:
+                raise LifecycleError(
+                    f"cannot restart: its code never loaded ({record.error})",
+                    plugin=name,
+                    path=_location(record),
+                    hint="fix the file named above, then call load_all() (or reload it)",
+                )
+            self._require_dependencies_started(record, "restart")
             dependents = [
-                d for d in self._resolver.dependents(name) if self._state(d) is PluginState.STARTED
+                d
+                for d in self._resolver.dependents(name)
+                if self._state(d) is PluginState.STARTED
+                or (self._held_by(d) is not None and self._state(d) in _START_ALL_PICKS)
             ]
             for dependent in reversed(dependents):
-                self._stop_recorded(dependent)
+                if self._state(dependent) is PluginState.STARTED:
+                    self._stop_recorded(dependent)
             if record.state is PluginState.STARTED:
                 self._stop_recorded(name)
             try:
@@ -166,6 +265,12 @@ class LifecycleManager:
             if record.state is PluginState.STARTED:
                 self._stop_recorded(name)
             self._mark_failed(record, error, None)
+            for dependent in self._resolver.dependents(name):
+                held = self._record(dependent)
+                if held.state in _START_ALL_PICKS and held.held_by is not None:
+                    self._hold_back(
+                        held, self._held_back_error(dependent, name, name), blocker=name
+                    )
 
     def context(self, name: str) -> PluginContext:
         """The PluginContext the plugin's lifecycle hooks are handed."""
@@ -187,6 +292,7 @@ class LifecycleManager:
     def _start(self, name: str) -> None:
         record = self._record(name)
         self._require(record, "start", _CAN_START, PluginState.STARTED)
+        self._require_dependencies_started(record, "start")
         loaded = self._loaded(record)
         ctx = context_for(record, self.config, self.registry)
         duration = self._run_hook(record, loaded, "start", ctx=ctx)
@@ -200,6 +306,7 @@ class LifecycleManager:
                 misfit = None
                 self.registry.set_state(name, PluginState.STARTED)
                 record.timings["start"] = duration
+                record.held_by = None
         if misfit is not None:
             # Hookspecs the host added since the load may not fit: the plugin cannot serve.
             self._release(loaded, ctx)
@@ -212,12 +319,22 @@ class LifecycleManager:
     def _stop(self, name: str) -> None:
         record = self._record(name)
         self._require(record, "stop", _CAN_STOP, PluginState.STOPPED)
+        # Its dependents first: a started plugin's dependencies are always started.
+        for dependent in self.registry.direct_dependents(name):
+            if self._state(dependent) is PluginState.STARTED:
+                self._stop_recorded(dependent)
+                self._hold_back(
+                    self._record(dependent),
+                    self._held_back_error(dependent, name, None),
+                    blocker=name,
+                )
         loaded = self._loaded(record)
         ctx = context_for(record, self.config, self.registry)
-        with self.registry.lock:
-            # Out of the live manager before helix_stop runs: hosts never call a stopping plugin.
-            self.registry.deactivate(name)
-            self.registry.set_state(name, PluginState.STOPPED)
+        # Out of the live manager before helix_stop runs: hosts never call a stopping plugin.
+        term = self.registry.take_out(name, PluginState.STOPPED)
+        # Then its calls already under way finish first (waited for without the registry lock,
+        # which they may need).
+        self.registry.drain(term)
         duration = self._run_hook(record, loaded, "stop", ctx=ctx)
         with self.registry.lock:
             record.timings["stop"] = duration
@@ -225,12 +342,10 @@ class LifecycleManager:
 
     def _release(self, loaded: LoadedPlugin, ctx: PluginContext) -> None:
         """``helix_stop`` for a plugin that started but cannot serve; a failure is only logged."""
-        caller = _lifecycle_hook(loaded, "stop")
-        if caller is None:
-            return
-        run = BoundedCall(lambda: caller(ctx=ctx), plugin=ctx.name, phase="stop")
-        if not run.wait(self.config.load_timeout) or run.error is not None:
-            self._logger.warning("plugin %r: helix_stop failed or overran: %r", ctx.name, run.error)
+        try:
+            self.run_phase(loaded, "stop", ctx=ctx)
+        except HelixError as exc:
+            self._logger.warning("plugin %r: helix_stop failed or overran: %s", ctx.name, exc)
 
     def _stop_recorded(self, name: str) -> None:
         try:
@@ -256,7 +371,9 @@ class LifecycleManager:
                 dependency, root = blocker
                 if root is not None:
                     held[name] = root
-                self._hold_back(record, self._held_back_error(name, dependency, root))
+                self._hold_back(
+                    record, self._held_back_error(name, dependency, root), blocker=dependency
+                )
                 continue
             try:
                 self._bring_up(name)
@@ -301,11 +418,47 @@ class LifecycleManager:
         error.__cause__ = cause
         return error
 
-    def _hold_back(self, record: PluginRecord, error: HelixError) -> None:
+    def _hold_back(self, record: PluginRecord, error: HelixError, *, blocker: str) -> None:
+        """Keep a plugin that is fine itself but needs ``blocker``; starting it later retries."""
         with self.registry.lock:
             record.error = error
+            record.held_by = blocker
         self._logger.warning("%s", error)
         self._emit(PluginEvent("held_back", record.name, record.info.version, error=error))
+
+    def run_phase(self, loaded: LoadedPlugin, phase: str, **kwargs: object) -> float:
+        """Run ``helix_<phase>`` of one generation, live or staged, bounded by load_timeout.
+
+        Returns its duration; raises PluginTimeout or LifecycleError (the plugin's exception
+        chained). Changes no record: hot reload runs a staged generation's phases with it.
+        A generation without the hook takes no time: no thread is started for it.
+        """
+        hook = f"helix_{phase}"
+        if not loaded.gen.implements(hook):
+            return 0.0
+        dispatch = self.registry.dispatch
+        run = BoundedCall(
+            lambda: dispatch.call(loaded.gen, hook, kwargs), plugin=loaded.name, phase=phase
+        )
+        timeout = self.config.load_timeout
+        if not run.wait(timeout):
+            raise PluginTimeout(
+                loaded.name,
+                phase,
+                timeout,
+                hint=f"{hook} is still running in an abandoned thread (Python cannot kill "
+                f"it); make it return within load_timeout, moving slow work to a thread of its "
+                f"own, or raise load_timeout",
+            )
+        if run.error is not None:
+            error = LifecycleError(
+                f"{hook} raised {type(run.error).__name__}: {run.error}",
+                plugin=loaded.name,
+                path=loaded.candidate.location if loaded.candidate is not None else None,
+                hint=f"fix the plugin's {hook}; the original exception is chained",
+            )
+            raise error from run.error
+        return run.duration
 
     def _run_hook(
         self,
@@ -314,37 +467,13 @@ class LifecycleManager:
         phase: str,
         **kwargs: object,
     ) -> float:
-        """Run one lifecycle hook bounded by load_timeout; returns its duration.
-
-        On a raise or a timeout the plugin is marked FAILED and the error is raised. A plugin
-        without the hook takes no time: no thread is started for it.
-        """
-        caller = _lifecycle_hook(loaded, phase)
-        if caller is None:
-            return 0.0
-        timeout = self.config.load_timeout
-        run = BoundedCall(lambda: caller(**kwargs), plugin=record.name, phase=phase)
-        if not run.wait(timeout):
-            error: HelixError = PluginTimeout(
-                record.name,
-                phase,
-                timeout,
-                hint=f"helix_{phase} is still running in an abandoned thread (Python cannot kill "
-                f"it); make it return within load_timeout, moving slow work to a thread of its "
-                f"own, or raise load_timeout",
-            )
-            self._fail_phase(record, loaded, phase, error, run.elapsed())
-            raise error
-        if run.error is not None:
-            error = LifecycleError(
-                f"helix_{phase} raised {type(run.error).__name__}: {run.error}",
-                plugin=record.name,
-                path=record.candidate.location if record.candidate is not None else None,
-                hint=f"fix the plugin's helix_{phase}; the original exception is chained",
-            )
-            self._fail_phase(record, loaded, phase, error, run.duration)
-            raise error from run.error
-        return run.duration
+        """``run_phase`` for the record's generation; a raise or a timeout leaves it FAILED."""
+        began = time.perf_counter()
+        try:
+            return self.run_phase(loaded, phase, **kwargs)
+        except HelixError as error:
+            self._fail_phase(record, loaded, phase, error, time.perf_counter() - began)
+            raise
 
     def _fail_phase(
         self,
@@ -377,6 +506,21 @@ class LifecycleManager:
                 plugin=record.name,
                 hint="run the lifecycle operation again on the current version",
             )
+
+    def _require_dependencies_started(self, record: PluginRecord, action: str) -> None:
+        for dependency in record.info.parsed_dependencies:
+            state = self._state(dependency.name)
+            if state is not PluginState.STARTED:
+                why = state.value if state is not None else "not loaded"
+                raise DependencyError(
+                    f"cannot {action}: it depends on {dependency.name!r}, which is {why}",
+                    plugin=record.name,
+                    hint=f"start {dependency.name!r} first (or start_all())",
+                )
+
+    def _held_by(self, name: str) -> str | None:
+        record = self.registry.get(name)
+        return record.held_by if record is not None else None
 
     def _record(self, name: str) -> PluginRecord:
         return self.registry.require(name)

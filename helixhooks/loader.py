@@ -15,6 +15,7 @@ import importlib.machinery
 import importlib.util
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -27,14 +28,17 @@ from typing import TYPE_CHECKING
 
 import attrs
 import pluggy
-from pluggy import HookspecOpts
+from pluggy import HookImpl, HookspecOpts
 
+from ._bounded import BoundedCall
+from ._dispatch import Generation
 from .config import Config
-from .discovery import MANIFEST, Discovery
-from .errors import LoadError
+from .discovery import INFO_VARIABLE, MANIFEST, Discovery
+from .errors import LoadError, PluginTimeout
 from .hookspecs import LifecycleSpec
 from .markers import PROJECT_NAME
 from .plugin import PluginCandidate, PluginInfo
+from .versioning import parse_constraint
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -50,9 +54,8 @@ MISFIT_HINT = (
 )
 _FIX_CODE = "fix the error in the plugin's code; it is not loaded until it imports cleanly"
 
-# One load at a time in the process, across Loaders: generation numbers stay consecutive, no two
-# Loaders pick the same private module name, and an entry-point load can tell which new
-# sys.modules keys are its own.
+# Held only for bookkeeping, never while plugin code runs: no two Loaders pick the same private
+# module name, and two plugins cannot both claim one object.
 _LOAD_LOCK = threading.RLock()
 
 
@@ -60,15 +63,15 @@ _LOAD_LOCK = threading.RLock()
 class LoadedPlugin:
     """One imported generation of a plugin.
 
-    ``pm`` is a private manager holding only this plugin: lifecycle hooks are called through it one
-    plugin at a time, and it is where the plugin was validated. ``modules`` are the ``sys.modules``
-    keys this load created, which unloading removes.
+    ``gen`` is the generation as the dispatch layer sees it: the hookimpls validated at load
+    (lifecycle hooks are called through them, one plugin at a time) and its calls in flight.
+    ``modules`` are the ``sys.modules`` keys this load created, which unloading removes.
     """
 
     info: PluginInfo
     module: types.ModuleType
     plugin: object
-    pm: pluggy.PluginManager
+    gen: Generation
     candidate: PluginCandidate | None = None
     generation: int = 1
     modules: tuple[str, ...] = ()
@@ -76,6 +79,21 @@ class LoadedPlugin:
     @property
     def name(self) -> str:
         return self.info.name
+
+
+def _registered_impls(pm: pluggy.PluginManager, plugin: object) -> list[tuple[str, HookImpl]]:
+    """(hook name, impl) for each impl ``pm.register`` built, in the order it added them.
+
+    That order is by hook name (``dir()``'s, but for an impl with a ``specname``) and, within a
+    hook, as registered; activating the impls in it reproduces what ``pm.register`` would do.
+    """
+    registered: list[tuple[str, HookImpl]] = []
+    for hook_name, caller in sorted(vars(pm.hook).items()):
+        impls = [impl for impl in caller.get_hookimpls() if impl.plugin is plugin]
+        # Each trylast impl went first, so a caller holds those in reverse registration order.
+        ordered = [i for i in impls if not i.trylast] + [i for i in reversed(impls) if i.trylast]
+        registered.extend((hook_name, impl) for impl in ordered)
+    return registered
 
 
 class Loader:
@@ -107,40 +125,61 @@ class Loader:
     def load(self, candidate_or_path: PluginCandidate | str | os.PathLike[str]) -> LoadedPlugin:
         """Import a plugin as a new generation and validate it; a failure leaves no module behind.
 
-        A path is read with ``Discovery.get_info`` first. Raises LoadError naming the plugin, the
-        file at fault and, for a hook that does not fit, the hook.
+        A path is read with ``Discovery.get_info`` first. The plugin's code (its module's top
+        level and its class's constructor) runs bounded by ``Config.load_timeout``, outside any
+        lock, so one hanging plugin delays no other load. Raises LoadError naming the plugin,
+        the file at fault and, for a hook that does not fit, the hook.
         """
         candidate = self._as_candidate(candidate_or_path)
         name = candidate.info.name
+        _check_requires(candidate)
+        started = time.perf_counter()
         with _LOAD_LOCK:
-            started = time.perf_counter()
             generation = self._generations.get(name, 0) + 1
             while _private_name(name, generation) in sys.modules:
                 # Another Loader's generation of a plugin with this name lives there.
                 generation += 1
-            private_name = _private_name(name, generation)
-            known_modules = frozenset(sys.modules)
-            try:
-                module, plugin = self._import(candidate, private_name)
-                pm = self._validate(candidate, module, plugin)
-            except BaseException:
-                for key in _created_modules(candidate, private_name, known_modules):
-                    sys.modules.pop(key, None)
-                raise
-            loaded = LoadedPlugin(
-                info=candidate.info,
-                module=module,
-                plugin=plugin,
-                pm=pm,
-                candidate=candidate,
-                generation=generation,
-                modules=_created_modules(candidate, private_name, known_modules),
+        private_name = _private_name(name, generation)
+        known_modules = frozenset(sys.modules)
+        run = BoundedCall(
+            lambda: self._import(candidate, private_name), plugin=name, phase="import"
+        )
+        if not run.wait(self.config.load_timeout):
+            with _LOAD_LOCK:
+                # Its import runs on: the next load of this plugin must not take its name.
+                self._generations[name] = max(generation, self._generations.get(name, 0))
+            raise PluginTimeout(
+                name,
+                "import",
+                self.config.load_timeout,
+                hint="its module top level or constructor is still running in an abandoned "
+                "thread; move slow work to helix_init or helix_start, or raise load_timeout",
             )
-            self._generations[name] = generation
-            self._live.setdefault(name, []).append(loaded)
-            seconds = time.perf_counter() - started
+        try:
+            if run.error is not None:
+                raise run.error
+            assert run.value is not None, "a finished import returns the module and plugin"
+            module, plugin = run.value
+            impls = self._validate(candidate, module, plugin)
+            with _LOAD_LOCK:
+                self._refuse_shared_object(candidate, plugin)
+                loaded = LoadedPlugin(
+                    info=candidate.info,
+                    module=module,
+                    plugin=plugin,
+                    gen=Generation(name, impls),
+                    candidate=candidate,
+                    generation=generation,
+                    modules=_created_modules(candidate, private_name, known_modules),
+                )
+                self._live.setdefault(name, []).append(loaded)
+                self._generations[name] = max(generation, self._generations.get(name, 0))
+        except BaseException:
+            for key in _created_modules(candidate, private_name, known_modules):
+                sys.modules.pop(key, None)
+            raise
+        seconds = time.perf_counter() - started
         if self.metrics is not None:
-            self.metrics.install(pm)
             self.metrics.record_load(name, seconds)
         self.logger.debug(
             "loaded %s %s (generation %d) from %s in %.4fs",
@@ -151,6 +190,18 @@ class Loader:
             seconds,
         )
         return loaded
+
+    def _refuse_shared_object(self, candidate: PluginCandidate, plugin: object) -> None:
+        """Two plugins (say, two entry points) naming one object would share its hookimpls."""
+        for other, generations in self._live.items():
+            if other != candidate.info.name and any(g.plugin is plugin for g in generations):
+                raise LoadError(
+                    f"its entry names the same object as plugin {other!r} ({plugin!r})",
+                    plugin=candidate.info.name,
+                    path=candidate.location,
+                    hint="give each plugin an object of its own, or remove one of the two "
+                    "entry points",
+                )
 
     def loaded(self, name: str) -> LoadedPlugin | None:
         """The newest generation of ``name`` still loaded, or None."""
@@ -223,15 +274,17 @@ class Loader:
     def _run_import(
         self, candidate: PluginCandidate, do_import: Callable[[], types.ModuleType]
     ) -> types.ModuleType:
+        """Run ``do_import``; whatever the plugin's code raises becomes a LoadError.
+
+        SystemExit (a plugin calling ``sys.exit()``) and the other BaseExceptions too: a plugin
+        must not take the host down. Only a real Ctrl-C (KeyboardInterrupt) goes through.
+        """
         try:
             return do_import()
-        except Exception as exc:
-            raise LoadError(
-                f"import failed: {type(exc).__name__}: {exc}",
-                plugin=candidate.info.name,
-                path=_fault_file(exc, candidate),
-                hint=_FIX_CODE,
-            ) from exc
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # plugin code may raise anything: reported, never lost
+            raise _import_error(candidate, exc) from exc
 
     def _entry_object(
         self,
@@ -240,8 +293,15 @@ class Loader:
         module_name: str,
         attribute: str | None,
     ) -> object:
-        """Resolve ``module:attribute``; a class is instantiated with no arguments."""
+        """Resolve ``module:attribute``; a class is instantiated with no arguments.
+
+        Without an attribute the module itself is the plugin; if it has no hookimpl of its own
+        but a class in it has some, those would never run, which is logged as a warning.
+        """
         if attribute is None:
+            unreached = _unreached_classes(module)
+            if unreached:
+                self.logger.warning("%s", _unreached_warning(candidate, module_name, unreached))
             return module
         target: object = module
         for part in attribute.split("."):
@@ -259,18 +319,36 @@ class Loader:
             return target
         try:
             return target()
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # plugin code may raise anything: reported, never lost
+            fault = _fault_file(exc, candidate, module.__file__)
+            if isinstance(exc, SystemExit):
+                raise LoadError(
+                    f"entry class {attribute} called sys.exit({_exit_code(exc)}) in its "
+                    f"constructor{_fault_line(exc, fault)}",
+                    plugin=candidate.info.name,
+                    path=fault,
+                    hint=_NO_EXIT,
+                ) from exc
             raise LoadError(
-                f"entry class {attribute} could not be instantiated: {type(exc).__name__}: {exc}",
+                f"entry class {attribute} could not be instantiated: {type(exc).__name__}: {exc}"
+                + _fault_line(exc, fault),
                 plugin=candidate.info.name,
-                path=_fault_file(exc, candidate, module.__file__),
-                hint="the entry class must be constructible with no arguments",
+                path=fault,
+                hint=_NOT_BASE_EXCEPTION
+                if not isinstance(exc, Exception)
+                else "the entry class must be constructible with no arguments",
             ) from exc
 
     def _validate(
         self, candidate: PluginCandidate, module: types.ModuleType, plugin: object
-    ) -> pluggy.PluginManager:
-        """Register ``plugin`` alone on a fresh manager with every spec, so a misfit fails here."""
+    ) -> list[tuple[str, HookImpl]]:
+        """Parse and check ``plugin``'s hookimpls on a scratch manager with every spec.
+
+        Returns (hook name, impl) in ``pm.register``'s order; the manager is dropped, so a
+        loaded plugin costs its impls and nothing more.
+        """
         pm = _PrivateManager(self._spec_opts)
         for spec in self._specs:
             pm.add_hookspecs(spec)
@@ -284,7 +362,7 @@ class Loader:
                 path=module.__file__ or candidate.location,
                 hint=MISFIT_HINT,
             ) from exc
-        return pm
+        return _registered_impls(pm, plugin)
 
 
 class _PrivateManager(pluggy.PluginManager):
@@ -307,6 +385,21 @@ class _PrivateManager(pluggy.PluginManager):
         return self._spec_opts[key]
 
 
+def _check_requires(candidate: PluginCandidate) -> None:
+    """Refuse a plugin whose ``requires`` does not admit this helixhooks."""
+    from . import __version__  # the package is fully imported by the time plugins load
+
+    requires = candidate.info.requires
+    if requires is not None and not parse_constraint(requires).matches(__version__):
+        raise LoadError(
+            f"requires helixhooks {requires}, but helixhooks {__version__} is running",
+            plugin=candidate.info.name,
+            path=candidate.location,
+            hint=f"install a helixhooks that satisfies {requires!r}, or use a version of the "
+            "plugin made for this one",
+        )
+
+
 def hookspec_namespace(spec: object) -> HookspecNamespace:
     """``spec`` as pluggy takes it: hookspecs live on a class or a module."""
     if not isinstance(spec, (type, types.ModuleType)):
@@ -322,13 +415,6 @@ def _private_name(name: str, generation: int) -> str:
     """
     safe = name.replace("_", "__").replace("-", "_d").replace(".", "_o")
     return f"{PRIVATE_PACKAGE}.{safe}.g{generation}"
-
-
-def _private_modules(private_name: str) -> tuple[str, ...]:
-    prefix = private_name + "."
-    return tuple(
-        sorted(key for key in list(sys.modules) if key == private_name or key.startswith(prefix))
-    )
 
 
 def _created_modules(
@@ -351,11 +437,11 @@ def _created_modules(
 
 
 def _drop_modules(loaded: LoadedPlugin) -> None:
-    # Sweeping the private prefix also catches submodules the plugin imported lazily, after load.
-    keys = set(loaded.modules) | set(
-        _private_modules(_private_name(loaded.name, loaded.generation))
-    )
-    for key in keys:
+    # The finder's record also holds submodules the plugin imported lazily, after load.
+    root = _private_name(loaded.name, loaded.generation)
+    with _FINDER_LOCK:
+        found = _FINDER.found.pop(root, set())
+    for key in {*loaded.modules, *found}:
         sys.modules.pop(key, None)
 
 
@@ -370,6 +456,153 @@ def _fault_file(exc: BaseException, candidate: PluginCandidate, fallback: str | 
                 return frame.filename
         return fallback or str(root)
     return fallback or candidate.location
+
+
+_NO_EXIT = (
+    "a plugin must not exit the host: raise an exception instead of calling sys.exit(), "
+    "or move the code that exits out of the plugin"
+)
+_NOT_BASE_EXCEPTION = (
+    "raise an Exception subclass: a bare BaseException is meant to stop the whole program"
+)
+# helixhooks._plugins.<escaped name>.g<N>, as _private_name builds it.
+_PRIVATE_NAME = re.compile(re.escape(PRIVATE_PACKAGE) + r"\.\w+?\.g\d+")
+
+
+def _import_error(candidate: PluginCandidate, exc: BaseException) -> LoadError:
+    """The LoadError for a plugin whose import raised ``exc``: what happened, where, what to do."""
+    name = candidate.info.name
+    fault = _fault_file(exc, candidate)
+    at_line = _fault_line(exc, fault)
+    if isinstance(exc, SystemExit):
+        return LoadError(
+            f"called sys.exit({_exit_code(exc)}) at import{at_line}",
+            plugin=name,
+            path=fault,
+            hint=_NO_EXIT,
+        )
+    if not isinstance(exc, Exception):
+        return LoadError(
+            f"import raised {type(exc).__name__}: {exc}{at_line}",
+            plugin=name,
+            path=fault,
+            hint=_NOT_BASE_EXCEPTION,
+        )
+    text = _PRIVATE_NAME.sub(f"<plugin {name}>", str(exc))
+    if isinstance(exc, ImportError) and candidate.kind == "file" and _is_relative(exc):
+        return LoadError(
+            f"import failed: a single-file plugin cannot use relative imports "
+            f"(from . import ...){at_line}",
+            plugin=name,
+            path=fault,
+            hint="make it a directory plugin: a directory holding plugin.toml, the plugin's "
+            "module and the modules it imports relatively; or import them absolutely from an "
+            "installed package",
+        )
+    hint = _FIX_CODE
+    if isinstance(exc, ModuleNotFoundError) and candidate.kind == "directory":
+        relative = _relative_import_for(exc, candidate, fault)
+        if relative is not None:
+            hint = (
+                f"use a relative import: {relative}; plugin directories are not on sys.path, "
+                "so a module beside the plugin's is only found relatively"
+            )
+    return LoadError(
+        f"import failed: {type(exc).__name__}: {text}{at_line}", plugin=name, path=fault, hint=hint
+    )
+
+
+def _exit_code(exc: SystemExit) -> str:
+    return "" if exc.code is None else repr(exc.code)
+
+
+def _fault_line(exc: BaseException, fault: str) -> str:
+    """ " (line N)" for the innermost traceback frame in ``fault``; "" when there is none."""
+    if isinstance(exc, SyntaxError):
+        return ""  # its message names the line already
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if frame.filename == fault and frame.lineno is not None:
+            return f" (line {frame.lineno})"
+    return ""
+
+
+def _is_relative(exc: ImportError) -> bool:
+    """Whether a single-file plugin's import failed for being relative.
+
+    Its module has no package of its own, so ``from . import x`` looks for the private package
+    above it, which does not exist.
+    """
+    missing = exc.name or ""
+    return missing.startswith(PRIVATE_PACKAGE) or "relative import" in str(exc)
+
+
+def _relative_import_for(
+    exc: ModuleNotFoundError, candidate: PluginCandidate, fault: str
+) -> str | None:
+    """``from . import helper`` when the module a directory plugin imported absolutely is there.
+
+    Looks beside the failing file first, then in the plugin directory; None if it is in neither.
+    """
+    missing = exc.name or ""
+    if not missing or missing.startswith(PRIVATE_PACKAGE + "."):
+        return None
+    top, dot, rest = missing.partition(".")
+    root = Path(str(candidate.source)).absolute()
+    here = Path(fault).parent
+    if not here.is_relative_to(root):
+        here = root
+    depth = len(here.relative_to(root).parts)
+    for place, dots in ((here, "."), (root, "." * (depth + 1))):
+        if (place / f"{top}.py").is_file() or (place / top / "__init__.py").is_file():
+            if dot:
+                return f"from {dots}{top} import {rest.partition('.')[0]}"
+            return f"from {dots} import {top}"
+    return None
+
+
+def _unreached_classes(module: types.ModuleType) -> list[str]:
+    """Classes defined in ``module`` with hookimpls, when the module itself has none.
+
+    With the module as the plugin, pluggy registers its functions only: a class's hookimpls are
+    never called. Empty when the module has a hookimpl of its own (then it is meant that way).
+    """
+    marker = PROJECT_NAME + "_impl"
+    namespace = vars(module)
+    if any(_is_hookimpl(value, marker) for value in namespace.values()):
+        return []
+    return [
+        value.__qualname__
+        for value in namespace.values()
+        if isinstance(value, type)
+        and getattr(value, "__module__", None) == module.__name__
+        and any(
+            _is_hookimpl(member, marker)
+            for klass in value.__mro__[:-1]
+            for member in vars(klass).values()
+        )
+    ]
+
+
+def _is_hookimpl(value: object, marker: str) -> bool:
+    if isinstance(value, (staticmethod, classmethod)):
+        value = value.__func__
+    # The marker is an attribute set on the function; reading its __dict__ runs no plugin code.
+    return isinstance(value, types.FunctionType) and isinstance(value.__dict__.get(marker), dict)
+
+
+def _unreached_warning(candidate: PluginCandidate, module_name: str, classes: list[str]) -> str:
+    first = classes[0]
+    if candidate.kind == "file":
+        module = "the file's module"
+        fix = f'add "entry": ":{first}" to {INFO_VARIABLE}'
+    else:
+        module = "the package (__init__.py)" if module_name == "__init__" else repr(module_name)
+        fix = f'set entry = "{module_name}:{first}" in the plugin\'s manifest'
+    return (
+        f"plugin {candidate.info.name!r}: its entry is {module}, which has no hookimpl of its "
+        f"own, but class {', '.join(classes)} in it has hookimpls that will never run "
+        f"[{candidate.location}] (fix: {fix}, so that an instance of the class is the plugin)"
+    )
 
 
 class _SourceLoader(importlib.abc.Loader):
@@ -391,7 +624,12 @@ class _PluginFinder(importlib.abc.MetaPathFinder):
 
     It answers only for names under PRIVATE_PACKAGE and searches only the parent package's
     ``__path__`` (the plugin directory), which is why plugin directories need not be on sys.path.
+    ``found`` records what it found per generation's package, so unloading never has to scan
+    ``sys.modules``.
     """
+
+    def __init__(self) -> None:
+        self.found: dict[str, set[str]] = {}
 
     def find_spec(
         self,
@@ -402,6 +640,9 @@ class _PluginFinder(importlib.abc.MetaPathFinder):
         if path is None or not fullname.startswith(PRIVATE_PACKAGE + "."):
             return None
         leaf = fullname.rpartition(".")[2]
+        root = ".".join(fullname.split(".", 4)[:4])
+        with _FINDER_LOCK:
+            self.found.setdefault(root, set()).add(fullname)
         for entry in path:
             package_init = Path(entry, leaf, "__init__.py")
             if package_init.is_file():

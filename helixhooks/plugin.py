@@ -6,7 +6,7 @@ import enum
 import functools
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any, Literal
@@ -159,10 +159,12 @@ class PluginInfo:
                     hint="give the helixhooks API versions as a range, e.g. '>=0.1'",
                 ) from exc
         if self.isolation not in ISOLATION_MODES:
+            allowed = " or ".join(repr(mode) for mode in ISOLATION_MODES)
             raise ManifestError(
-                f"isolation {self.isolation!r} is not one of {ISOLATION_MODES}",
+                f"isolation must be {allowed}, not {self.isolation!r}",
                 plugin=name,
-                hint="set isolation to 'inprocess' or 'process'",
+                hint=_did_you_mean([self.isolation], ISOLATION_MODES)
+                + f"set isolation to {allowed}",
             )
         if self.entry is not None and not _ENTRY.fullmatch(self.entry):
             raise ManifestError(
@@ -222,7 +224,9 @@ class PluginInfo:
                 f"unknown manifest key(s): {', '.join(unknown)}",
                 plugin=plugin,
                 path=source,
-                hint="known keys are " + ", ".join(sorted(_FIELDS)),
+                hint=_did_you_mean(unknown, _FIELDS)
+                + "known keys are "
+                + ", ".join(sorted(_FIELDS)),
             )
         for required in ("name", "version"):
             if required not in data:
@@ -275,6 +279,21 @@ class PluginInfo:
 
 
 _FIELDS = frozenset(field.name for field in attrs.fields(PluginInfo) if field.init)
+
+
+def _did_you_mean(words: Sequence[str], known: Iterable[str]) -> str:
+    """ "did you mean 'x'? " for the words of ``words`` with a near miss in ``known``; else ""."""
+    # Imported here: only a mistake needs it.
+    import difflib
+
+    options = sorted(known)
+    guesses = []
+    for word in words:
+        close = difflib.get_close_matches(word, options, n=1)
+        if close:
+            prefix = f"for {word!r}, " if len(words) > 1 else ""
+            guesses.append(f"{prefix}did you mean {close[0]!r}? ")
+    return "".join(guesses)
 
 
 @attrs.frozen

@@ -2,20 +2,24 @@
 
 Writers (add, register, state changes, activation, swap) take ``Registry.lock`` one at a time;
 hook calls through ``Registry.pm.hook`` take no lock. That is safe because pluggy copies a hook's
-implementation list at the start of every call, and every change here replaces a list in one step.
+implementation list at the start of every call, every change here replaces a list in one step, and
+the dispatch layer keeps a copied list from reaching a retired plugin. Waiting for calls still in
+flight (draining) happens after the lock is released: a plugin's call may itself need it.
 """
 
 from __future__ import annotations
 
 import builtins
-import copy
 import threading
+from collections import deque
 from typing import TYPE_CHECKING
 
 import attrs
 import pluggy
 from pluggy import HookCaller, HookImpl
 
+from . import _pluggy_compat as compat
+from ._dispatch import Dispatch, Term
 from .errors import LifecycleError, LoadError
 from .hookspecs import LifecycleSpec
 from .loader import MISFIT_HINT, LoadedPlugin, hookspec_namespace
@@ -29,6 +33,10 @@ if TYPE_CHECKING:
     from .metrics import Metrics
 
 
+HISTORY_LIMIT = 100
+"""Versions remembered per plugin name by ``Registry.versions``."""
+
+
 @attrs.define
 class PluginRecord:
     """What the registry knows about one plugin; changed only under ``Registry.lock``."""
@@ -40,6 +48,8 @@ class PluginRecord:
     candidate: PluginCandidate | None = None
     #: Seconds spent in each phase: "load", "init", "start", ...
     timings: dict[str, float] = attrs.field(factory=dict)
+    #: The dependency that holds this plugin back (it is fine itself); None once it starts.
+    held_by: str | None = None
 
     @property
     def name(self) -> str:
@@ -68,18 +78,19 @@ class Registry:
     ) -> None:
         #: The one writer lock; hold it to change several things as one step.
         self.lock = threading.RLock()
-        # With metrics installed, taking a plugin out waits (up to drain_timeout) for the hook
-        # calls that may still reach it, so its stop hook never races its own capability calls.
-        self._metrics = metrics
+        # Taking a plugin out waits (up to drain_timeout) for the calls that may still reach it,
+        # so its stop hook never races its own calls.
         self.drain_timeout = drain_timeout
         self.pm = pluggy.PluginManager(PROJECT_NAME)
+        #: Every call into plugin code through ``pm`` runs through it; metrics are optional.
+        self.dispatch = Dispatch(self.pm, metrics)
         self.pm.add_hookspecs(LifecycleSpec)
         for spec in specs:
             self.add_hookspecs(spec)
-        if metrics is not None:
-            metrics.install(self.pm)
         self._records: dict[str, PluginRecord] = {}
-        self._history: dict[str, list[str]] = {}
+        self._history: dict[str, deque[str]] = {}
+        # dependency name -> names of the recorded plugins that declare it
+        self._dependents: dict[str, set[str]] = {}
 
     def add_hookspecs(self, spec: object) -> None:
         """Declare more host hooks on the live manager."""
@@ -97,8 +108,11 @@ class Registry:
                     path=candidate.location if candidate is not None else None,
                     hint="unregister it first, or give the new plugin another name",
                 )
+            if existing is not None:
+                self._unindex(existing.info)
             record = PluginRecord(info, PluginState.DISCOVERED, candidate=candidate)
             self._records[info.name] = record
+            self._index(info)
             return record
 
     def register(self, loaded: LoadedPlugin) -> PluginRecord:
@@ -111,10 +125,12 @@ class Registry:
                 self._records[name] = record
             else:
                 self.set_state(name, PluginState.LOADED)
+                self._unindex(record.info)
                 record.info = loaded.info
                 record.candidate = loaded.candidate or record.candidate
+            self._index(loaded.info)
             record.loaded = loaded
-            self._history.setdefault(name, []).append(loaded.info.version)
+            self._remember(name, loaded.info.version)
             return record
 
     def get(self, name: str) -> PluginRecord | None:
@@ -149,15 +165,43 @@ class Registry:
             record = self._records.get(name)
             if record is None:
                 return
-            self.deactivate(name)
+            term = self._take_out(name)
             # Whoever still holds the record sees that it is gone, whatever state it was in.
             record.state = PluginState.UNLOADED
             del self._records[name]
+            self._unindex(record.info)
+        self.drain(term)
 
     def versions(self, name: str) -> builtins.list[str]:
-        """Every version ever registered under ``name``, oldest first (repeats included)."""
+        """The versions registered under ``name``, oldest first (repeats included).
+
+        Only the last HISTORY_LIMIT are kept: a plugin reloaded all day must not grow this.
+        """
         with self.lock:
             return list(self._history.get(name, ()))
+
+    def direct_dependents(self, name: str) -> builtins.list[str]:
+        """The recorded plugins that declare a dependency on ``name``, sorted by name."""
+        with self.lock:
+            return sorted(self._dependents.get(name, ()))
+
+    def _index(self, info: PluginInfo) -> None:
+        for dependency in info.parsed_dependencies:
+            self._dependents.setdefault(dependency.name, set()).add(info.name)
+
+    def _unindex(self, info: PluginInfo) -> None:
+        for dependency in info.parsed_dependencies:
+            dependents = self._dependents.get(dependency.name)
+            if dependents is not None:
+                dependents.discard(info.name)
+                if not dependents:
+                    del self._dependents[dependency.name]
+
+    def _remember(self, name: str, version: str) -> None:
+        history = self._history.get(name)
+        if history is None:
+            history = self._history[name] = deque(maxlen=HISTORY_LIMIT)
+        history.append(version)
 
     def set_state(self, name: str, state: PluginState, error: BaseException | None = None) -> None:
         """Move ``name`` to ``state`` if plugin.TRANSITIONS allows; ``error`` replaces the last."""
@@ -176,41 +220,43 @@ class Registry:
     def activate(self, name: str) -> None:
         """Put the plugin's hookimpls in the live manager; already active: no-op.
 
-        Does what ``pm.register`` does, with the impls the plugin's private manager built at
-        load instead of parsing the plugin again: each is verified against the live hookspecs
-        (the host may have added some since), then added by pluggy's own ordering rules,
-        historic hooks replaying their calls to it.
+        Does what ``pm.register`` does, with the impls parsed and validated at load instead of
+        parsing the plugin again: each is verified against the live hookspecs (the host may have
+        added some since), then added by pluggy's own ordering rules, historic hooks replaying
+        their calls to it. Each activation is a new term of service with fresh impl copies.
         """
         with self.lock:
             loaded = self._require_loaded(name)
-            if self.pm.get_plugin(name) is loaded.plugin:
+            by_name = compat.plugins_by_name(self.pm)
+            if by_name.get(name) is loaded.plugin:
                 return
-            if self.pm.has_plugin(name):
+            if name in by_name:
                 raise LifecycleError(
-                    "another generation is active under this name",
+                    "is blocked in the live manager"
+                    if by_name[name] is None
+                    else "another generation is active under this name",
                     plugin=name,
-                    hint="swap generations with Registry.swap, not activate",
+                    hint="unblock the name, or swap generations with Registry.swap",
                 )
-            if self.pm.is_blocked(name) or loaded.plugin in self.pm._name2plugin.values():
-                # pluggy's own answers: a blocked name registers nothing, and a plugin object
-                # registered under another name is a ValueError.
-                self.pm.register(loaded.plugin, name=name)
-                return
-            impls = [
-                (caller_name, impl, self._verified(caller_name, impl, name, loaded))
-                for caller_name, impl in _prebuilt_impls(loaded)
+            other = next((n for n, p in by_name.items() if p is loaded.plugin), None)
+            if other is not None:
+                raise LifecycleError(
+                    f"its plugin object is already active as {other!r}",
+                    plugin=name,
+                    hint="give each plugin an object of its own",
+                )
+            pending = [
+                (impl, self._verified(hook_name, impl, name, loaded))
+                for hook_name, impl in loaded.gen.impls
             ]
-            self.pm._name2plugin[name] = loaded.plugin
-            for caller_name, impl, verified in impls:
-                caller = getattr(self.pm.hook, caller_name, None)
-                if caller is None:
-                    caller = HookCaller(caller_name, self.pm._hookexec)
-                    setattr(self.pm.hook, caller_name, caller)
-                elif not verified:
+            impls = self.dispatch.activate(loaded.gen)
+            by_name[name] = loaded.plugin
+            for (hook_name, impl), (_, verified) in zip(impls, pending, strict=True):
+                caller = compat.caller_for(self.pm, hook_name)
+                if not verified and caller.has_spec():
                     # An earlier impl's historic replay may have added this hook's spec.
                     self._verify(caller, [impl], name, loaded)
-                caller._maybe_apply_history(impl)
-                caller._add_hookimpl(impl)
+                compat.add_impl(caller, impl)
 
     def _verified(self, caller_name: str, impl: HookImpl, name: str, loaded: LoadedPlugin) -> bool:
         """Verify ``impl`` against the live spec of its hook; False if there is none yet."""
@@ -221,18 +267,38 @@ class Registry:
         return True
 
     def deactivate(self, name: str) -> None:
-        """Take the plugin's hookimpls out of the live manager; not active: no-op."""
-        with self.lock:
-            plugin = self.pm.get_plugin(name)
-            if plugin is None:
-                return
-            retired = _live_impls(self.pm, plugin)
-            self.pm.unregister(name=name)
-            self._drain(retired)
+        """Take the plugin's hookimpls out of the live manager, then wait for its calls.
 
-    def _drain(self, retired: builtins.list[HookImpl]) -> None:
-        if self._metrics is not None and retired:
-            self._metrics.drain(self.pm, retired, self.drain_timeout)
+        Call it without holding ``lock``: the wait is for plugin code, which may need it.
+        """
+        with self.lock:
+            term = self._take_out(name)
+        self.drain(term)
+
+    def take_out(self, name: str, state: PluginState) -> Term | None:
+        """Deactivate ``name`` and move it to ``state`` in one step; ``drain`` the result after.
+
+        Returns the ended term (None if it was not active), for the caller to drain once it
+        holds no lock.
+        """
+        with self.lock:
+            term = self._take_out(name)
+            self.set_state(name, state)
+            return term
+
+    def drain(self, term: Term | None) -> bool:
+        """Wait (up to drain_timeout) for the calls still running in ``term``; False on timeout."""
+        return self.dispatch.drain(term, self.drain_timeout)
+
+    def _take_out(self, name: str) -> Term | None:
+        record = self._records.get(name)
+        if record is None or record.loaded is None:
+            return None
+        plugin = self.pm.get_plugin(name)
+        if plugin is None or plugin is not record.loaded.plugin:
+            return None
+        self.pm.unregister(name=name)
+        return self.dispatch.retire(record.loaded.gen)
 
     def is_active(self, name: str) -> bool:
         return self.pm.has_plugin(name)
@@ -266,34 +332,48 @@ class Registry:
                     plugin=name,
                     hint="load a fresh generation to swap in",
                 )
-            plan = self._plan_swap(name, old, new)
-            retired = _live_impls(self.pm, old.plugin)
+            successors: dict[HookImpl, HookImpl] = {}
+            plan = self._plan_swap(name, old, new, successors)
             for caller, impls in plan:
                 for impl in impls:
                     if impl.plugin is new.plugin:
                         # Historic hooks replay their calls to new impls, as pm.register does.
-                        caller._maybe_apply_history(impl)
+                        compat.replay_history(caller, impl)
             for caller, impls in plan:
-                # Slice assignment is one step under the GIL, like pluggy's own _remove_plugin;
-                # callers copy the list once per call, so they see it whole, before or after.
-                caller._hookimpls[:] = impls
+                # One step under the GIL, like pluggy's own _remove_plugin; callers copy the
+                # list once per call, so they see it whole, before or after.
+                compat.replace_impls(caller, impls)
                 if getattr(self.pm.hook, caller.name, None) is not caller:
                     setattr(self.pm.hook, caller.name, caller)
-            self.pm._name2plugin[name] = new.plugin
+            compat.plugins_by_name(self.pm)[name] = new.plugin
+            term = self.dispatch.retire(old.gen, successors=successors)
             record = self._records[name]
             record.loaded = new
+            self._unindex(record.info)
             record.info = new.info
+            self._index(new.info)
             record.candidate = new.candidate or record.candidate
-            self._history.setdefault(name, []).append(new.info.version)
-            self._drain(retired)
-            return old
+            self._remember(name, new.info.version)
+        self.drain(term)
+        return old
 
     def _plan_swap(
-        self, name: str, old: LoadedPlugin, new: LoadedPlugin
+        self,
+        name: str,
+        old: LoadedPlugin,
+        new: LoadedPlugin,
+        successors: dict[HookImpl, HookImpl],
     ) -> builtins.list[tuple[HookCaller, builtins.list[HookImpl]]]:
-        """Each affected caller and its new impl list; verifies, but changes nothing live."""
+        """Each affected caller and its new impl list; verifies, but changes nothing live.
+
+        Verifying comes first: the new generation's term begins only once nothing can fail.
+        """
+        for hook_name, impl in new.gen.impls:
+            caller = getattr(self.pm.hook, hook_name, None)
+            if caller is not None:
+                self._verify(caller, [impl], name, new)
         new_impls: dict[str, builtins.list[HookImpl]] = {}
-        for hook_name, impl in _prebuilt_impls(new):
+        for hook_name, impl in self.dispatch.activate(new.gen):
             new_impls.setdefault(hook_name, []).append(impl)
         plan = []
         for caller in list(vars(self.pm.hook).values()):
@@ -301,12 +381,11 @@ class Registry:
             current = caller.get_hookimpls()
             if not incoming and not any(impl.plugin is old.plugin for impl in current):
                 continue
-            self._verify(caller, incoming, name, new)
-            plan.append((caller, _replace_impls(caller, current, old.plugin, incoming)))
+            plan.append((caller, _replace_impls(caller, current, old.plugin, incoming, successors)))
         for hook_name, incoming in new_impls.items():
             # A hook no plugin implemented yet and no spec declares, as pm.register would add it.
-            caller = HookCaller(hook_name, self.pm._hookexec)
-            plan.append((caller, _replace_impls(caller, [], old.plugin, incoming)))
+            caller = compat.detached_caller(self.pm, hook_name)
+            plan.append((caller, _replace_impls(caller, [], old.plugin, incoming, successors)))
         return plan
 
     def _verify(
@@ -316,7 +395,7 @@ class Registry:
             return
         try:
             for impl in impls:
-                self.pm._verify_hook(caller, impl)
+                compat.verify(self.pm, caller, impl)
         except pluggy.PluginValidationError as exc:
             raise _misfit(name, new, exc) from exc
 
@@ -340,42 +419,18 @@ class Registry:
         return record.loaded
 
 
-def _live_impls(pm: pluggy.PluginManager, plugin: object) -> list[HookImpl]:
-    """The HookImpl objects of ``plugin`` that sit in ``pm``'s callers now."""
-    return [
-        impl
-        for caller in pm.get_hookcallers(plugin) or ()
-        for impl in caller.get_hookimpls()
-        if impl.plugin is plugin
-    ]
-
-
-def _prebuilt_impls(loaded: LoadedPlugin) -> list[tuple[str, HookImpl]]:
-    """(hook name, impl) for each impl ``pm.register`` built on the plugin's private manager.
-
-    Reusing them spares a second parse (pluggy reads every attribute of the plugin with
-    ``inspect.getattr_static``). They are copies: Metrics keeps a retired impl out of a
-    manager's calls by its identity, and a restarted plugin must not look retired. The order is
-    ``pm.register``'s: by hook name (its ``dir()`` order, but for an impl with a ``specname``)
-    and, within a hook, as registered.
-    """
-    plugin = loaded.plugin
-    prebuilt: list[tuple[str, HookImpl]] = []
-    for hook_name, caller in sorted(vars(loaded.pm.hook).items()):
-        impls = [impl for impl in caller.get_hookimpls() if impl.plugin is plugin]
-        # Each trylast impl went first, so a caller holds those in reverse registration order.
-        registered = [i for i in impls if not i.trylast] + [i for i in reversed(impls) if i.trylast]
-        prebuilt.extend((hook_name, copy.copy(impl)) for impl in registered)
-    return prebuilt
-
-
 def _replace_impls(
-    caller: HookCaller, current: list[HookImpl], old_plugin: object, incoming: list[HookImpl]
+    caller: HookCaller,
+    current: list[HookImpl],
+    old_plugin: object,
+    incoming: list[HookImpl],
+    successors: dict[HookImpl, HookImpl],
 ) -> list[HookImpl]:
     """``current`` with ``old_plugin``'s impls replaced in place by ``incoming``.
 
     An incoming impl takes the position of an old one in the same ordering class (wrapper or
-    not, tryfirst, trylast); the rest are placed by pluggy's own ordering on a scratch caller.
+    not, tryfirst, trylast), and is recorded in ``successors``; the rest are placed by pluggy's
+    own ordering on a scratch caller.
     """
     pending = list(incoming)
     kept: list[HookImpl] = []
@@ -387,11 +442,12 @@ def _replace_impls(
         if successor is not None:
             pending.remove(successor)
             kept.append(successor)
-    scratch = HookCaller(caller.name, caller._hookexec)
-    scratch._hookimpls.extend(kept)
+            successors[impl] = successor
+    scratch = compat.scratch_caller(caller)
+    compat.impl_list(scratch).extend(kept)
     for impl in pending:
-        scratch._add_hookimpl(impl)
-    return scratch._hookimpls
+        compat.insert_impl(scratch, impl)
+    return compat.impl_list(scratch)
 
 
 def _order_class(impl: HookImpl) -> tuple[bool, bool, bool]:

@@ -6,20 +6,21 @@ import importlib
 import importlib.util
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import pluggy
 
+from ._dispatch import NotServing
 from .config import Config
 from .dependencies import DependencyResolver
 from .discovery import Discovery
-from .errors import DependencyError, HelixError, LifecycleError, LoadError
+from .errors import HelixError, LifecycleError, LoadError
 from .health import HealthChecker, HealthMonitor, HealthStatus
 from .lifecycle import LifecycleManager
-from .loader import LoadedPlugin, Loader
+from .loader import Loader
 from .metrics import Metrics, PluginStats
 from .plugin import PluginEvent, PluginInfo, PluginState, Problem, deliver
 from .registry import PluginRecord, Registry
@@ -106,30 +107,7 @@ class PluginSystem:
         with self._lock:
             candidates = self.discovery.scan()
             self._scan_problems = list(self.discovery.problems)
-            for candidate in candidates:
-                record = self.registry.get(candidate.info.name)
-                if record is None or record.state is PluginState.UNLOADED:
-                    self.registry.add(candidate.info, candidate)
-            resolution = DependencyResolver(self._live_infos()).resolve()
-            for name, error in resolution.problems.items():
-                if self._state(name) is not PluginState.DISCOVERED:
-                    continue
-                if name in resolution.held_back:
-                    self._hold_back(name, error)
-                else:
-                    self._fail(name, error)
-            initialized = []
-            for name in resolution.order:
-                if self._state(name) is not PluginState.DISCOVERED:
-                    continue
-                blocker = self._blocking_dependency(name)
-                if blocker is not None:
-                    self._hold_back(name, _held_back(name, blocker))
-                    continue
-                self.registry.set_state(name, PluginState.RESOLVED)
-                if self._load(name) and self._init(name):
-                    initialized.append(name)
-            return initialized
+            return self.lifecycle.load_all(candidates)
 
     def start_all(self) -> list[str]:
         """Start every loaded plugin in dependency order; returns the names started."""
@@ -162,7 +140,7 @@ class PluginSystem:
             order = DependencyResolver(self._live_infos()).resolve().order
             remaining = set(self.registry.names())
             for name in [*reversed(order), *sorted(remaining - set(order))]:
-                self.unload(name)
+                self._unload(name)
 
     def restart(self, name: str) -> None:
         """Stop ``name`` and its dependents, then start it and them again."""
@@ -173,18 +151,19 @@ class PluginSystem:
     def unload(self, name: str) -> None:
         """Stop (dependents first), then drop a plugin and its modules."""
         with self._lock:
-            record = self._record(name)
-            for dependent in reversed(self._dependents(name)):
-                if self._state(dependent) is PluginState.STARTED:
-                    self.lifecycle.stop(dependent)
-            if record.state is PluginState.STARTED:
-                self.lifecycle.stop(name)
-            version = record.info.version
-            if record.loaded is not None:
-                self.loader.unload(name)
-            self.registry.unregister(name)
-            self.metrics.forget(name)
-            self._emit(PluginEvent("unloaded", name, version))
+            self._unload(name)
+
+    def _unload(self, name: str) -> None:
+        record = self._record(name)
+        if record.state is PluginState.STARTED:
+            # Stopping cascades to its started dependents first.
+            self.lifecycle.stop(name)
+        version = record.info.version
+        self.registry.unregister(name)
+        if record.loaded is not None:
+            self.loader.unload(name)
+        self.metrics.forget(name)
+        self._emit(PluginEvent("unloaded", name, version))
 
     def get(self, name: str) -> PluginHandle:
         """A handle on one plugin: its state, health, stats and its own hook implementations."""
@@ -214,75 +193,12 @@ class PluginSystem:
     def _live_infos(self) -> list[PluginInfo]:
         return [r.info for r in self.registry.list() if r.state is not PluginState.UNLOADED]
 
-    def _dependents(self, name: str) -> list[str]:
-        return DependencyResolver(self._live_infos()).dependents(name)
-
     def _state(self, name: str) -> PluginState | None:
         record = self.registry.get(name)
         return record.state if record is not None else None
 
     def _record(self, name: str) -> PluginRecord:
         return self.registry.require(name)
-
-    def _blocking_dependency(self, name: str) -> str | None:
-        """A dependency that failed, or that is itself held back (not loaded, with a reason)."""
-        for dependency in self._record(name).info.parsed_dependencies:
-            record = self.registry.get(dependency.name)
-            if record is None:
-                continue
-            if record.state is PluginState.FAILED or (
-                record.state is PluginState.DISCOVERED and record.error is not None
-            ):
-                return dependency.name
-        return None
-
-    def _load(self, name: str) -> bool:
-        record = self._record(name)
-        isolation = self.config.isolation or record.info.isolation
-        if isolation == "process":
-            # Running it in-process instead would silently drop the isolation it asked for.
-            self._fail(
-                name,
-                LoadError(
-                    "asks for process isolation, which this version of helixhooks cannot "
-                    "provide yet",
-                    plugin=name,
-                    path=_location(record),
-                    hint="set isolation = 'inprocess' in its manifest (or Config.isolation) "
-                    "to run it in the host process",
-                ),
-            )
-            return False
-        try:
-            loaded: LoadedPlugin = self.loader.load(record.candidate or record.info.name)
-        except LoadError as exc:
-            self._fail(name, exc)
-            return False
-        self.registry.register(loaded)
-        self._emit(PluginEvent("loaded", name, record.info.version))
-        return True
-
-    def _init(self, name: str) -> bool:
-        try:
-            self.lifecycle.init(name)
-        except HelixError:
-            # The lifecycle has recorded the failure on the plugin's record and told subscribers.
-            return False
-        return True
-
-    def _hold_back(self, name: str, error: HelixError) -> None:
-        """Keep a plugin that is fine itself but needs a broken one; a later load_all retries it."""
-        record = self._record(name)
-        with self.registry.lock:
-            record.error = error
-        self.logger.warning("%s", error)
-        self._emit(PluginEvent("held_back", name, record.info.version, error))
-
-    def _fail(self, name: str, error: HelixError) -> None:
-        record = self._record(name)
-        self.registry.set_state(name, PluginState.FAILED, error)
-        self.logger.warning("%s", error)
-        self._emit(PluginEvent("failed", name, record.info.version, error))
 
     def _emit(self, event: PluginEvent) -> None:
         for callback in list(self._subscribers):
@@ -327,24 +243,34 @@ class PluginHandle:
         return self._system.metrics.get_stats(self.name)
 
     def call(self, hook_name: str, **kwargs: Any) -> Any:
-        """Call this plugin's own impl of ``hook_name``; returns its result, not a list."""
+        """Call this plugin's own impl of ``hook_name``; returns its result, not a list.
+
+        The call counts as the plugin's own: stopping it waits for the call to finish.
+        """
         record = self._record
-        if record.state is not PluginState.STARTED or record.loaded is None:
+        loaded = record.loaded
+        if loaded is not None and not loaded.gen.implements(hook_name):
+            raise HelixError(
+                f"does not implement hook {hook_name!r}",
+                plugin=self.name,
+                hint="call a hook the plugin implements: " + ", ".join(loaded.gen.hooks()),
+            )
+        caller = getattr(self._system.registry.pm.hook, hook_name, None)
+        spec = caller.spec if caller is not None else None
+        firstresult = bool(spec is not None and spec.opts.get("firstresult"))
+        try:
+            if loaded is None:
+                raise NotServing(self.name)
+            result = self._system.registry.dispatch.call(
+                loaded.gen, hook_name, kwargs, firstresult=firstresult, serving=True
+            )
+        except NotServing:
             raise LifecycleError(
                 f"cannot call {hook_name!r}: the plugin is {record.state.value}, not started",
                 plugin=self.name,
                 hint="start it first (system.start_all() or system.restart(name))",
-            )
-        caller = getattr(record.loaded.pm.hook, hook_name, None)
-        if caller is None or not caller.get_hookimpls():
-            raise HelixError(
-                f"does not implement hook {hook_name!r}",
-                plugin=self.name,
-                hint="call a hook the plugin implements: "
-                + ", ".join(sorted(_implemented(record.loaded.pm))),
-            )
-        result = caller(**kwargs)
-        if caller.spec is not None and caller.spec.opts.get("firstresult"):
+            ) from None
+        if firstresult:
             return result
         return result[0] if result else None
 
@@ -354,47 +280,102 @@ class PluginHandle:
         return f"<PluginHandle {self.name} {state}>"
 
 
-def _implemented(pm: pluggy.PluginManager) -> Iterator[str]:
-    for name in dir(pm.hook):
-        caller = getattr(pm.hook, name)
-        if isinstance(caller, pluggy.HookCaller) and caller.get_hookimpls():
-            yield name
-
-
-def _held_back(name: str, blocker: str) -> DependencyError:
-    return DependencyError(
-        f"held back: depends on {blocker!r}, which failed or is held back",
-        plugin=name,
-        hint=f"fix {blocker!r} first (see its own problem)",
-    )
-
-
 def _location(record: PluginRecord) -> str:
     return record.candidate.location if record.candidate is not None else record.name
 
 
 def _import_specs(targets: Sequence[str]) -> list[object]:
-    """Resolve ``"module:Attr"`` or ``"path/file.py:Attr"`` hookspec references from a config."""
-    specs = []
+    """Resolve ``"module:Attr"`` or ``"path/file.py:Attr"`` hookspec references from a config.
+
+    Every failure is a LoadError naming the reference, the file at fault and the fix: a module
+    or file that is not there, one that raises while it is imported (SystemExit included), an
+    attribute it lacks, or one that is neither a class nor a module of hookspecs.
+    """
+    import traceback
+    import types
+
+    from .markers import PROJECT_NAME
+
+    usage = "give hookspecs as 'module:Class' or 'file.py:Class' (relative to the config)"
+    specs: list[object] = []
     for target in targets:
         module_ref, _, attr = target.partition(":")
+        where = module_ref
         try:
             if module_ref.endswith(".py"):
                 path = Path(module_ref)
+                if not path.is_file():
+                    raise LoadError(
+                        f"the host's hookspecs file {target!r} does not exist",
+                        path=str(path),
+                        hint=usage,
+                    )
                 spec = importlib.util.spec_from_file_location(
                     f"helixhooks._hostspecs.{path.stem}", path
                 )
                 if spec is None or spec.loader is None:
-                    raise ImportError(f"cannot import {path}")
+                    raise LoadError(
+                        f"cannot import the host's hookspecs {target!r}: not a Python file",
+                        path=str(path),
+                        hint=usage,
+                    )
                 module = importlib.util.module_from_spec(spec)
                 spec.loader.exec_module(module)
             else:
                 module = importlib.import_module(module_ref)
-            specs.append(getattr(module, attr) if attr else module)
-        except (ImportError, OSError, AttributeError, SyntaxError) as exc:
+        except (LoadError, KeyboardInterrupt):
+            raise
+        except BaseException as exc:  # the host's own code may raise anything: reported
+            missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+            if missing and (module_ref == missing or module_ref.startswith(missing + ".")):
+                raise LoadError(
+                    f"cannot import the host's hookspecs {target!r}: no module named "
+                    f"{module_ref!r}",
+                    path=module_ref,
+                    hint=f"{usage}; a module must be importable (installed, or on sys.path)",
+                ) from exc
+            line = ""
+            if isinstance(exc, SyntaxError) and exc.filename:
+                where = exc.filename
+            else:
+                frames = traceback.extract_tb(exc.__traceback__)
+                at = next((f for f in reversed(frames) if f.name == "<module>"), None)
+                if at is not None:
+                    where, line = at.filename, f" (line {at.lineno})"
+            what = "called sys.exit()" if isinstance(exc, SystemExit) else "raised"
             raise LoadError(
-                f"cannot import the host's hookspecs {target!r}: {exc}",
-                path=module_ref,
-                hint="give hookspecs as 'module:Class' or 'file.py:Class' (relative to the config)",
+                f"the host's hookspecs {target!r} {what} while being imported: "
+                f"{type(exc).__name__}: {exc}{line}",
+                path=where,
+                hint="fix the error in that file: the host's hookspecs must import cleanly",
             ) from exc
+        where = getattr(module, "__file__", None) or module_ref
+        value: object = module
+        for part in attr.split(".") if attr else ():
+            try:
+                value = getattr(value, part)
+            except AttributeError as exc:
+                raise LoadError(
+                    f"cannot import the host's hookspecs {target!r}: {module_ref!r} has no "
+                    f"attribute {part!r}",
+                    path=where,
+                    hint=f"name a class or module of @hookspec functions; {usage}",
+                ) from exc
+        if not isinstance(value, (type, types.ModuleType)):
+            raise LoadError(
+                f"the host's hookspecs {target!r} name {type(value).__name__} {value!r:.40}, "
+                "not a class or module of hookspecs",
+                path=where,
+                hint="name the class (or module) whose functions are marked @hookspec, "
+                "e.g. 'myhost.specs:HostSpec'",
+            )
+        marker = PROJECT_NAME + "_spec"
+        if not any(hasattr(getattr(value, name, None), marker) for name in dir(value)):
+            raise LoadError(
+                f"the host's hookspecs {target!r} hold no @hookspec function",
+                path=where,
+                hint="mark the host's hook functions with @helixhooks.hookspec, or name the "
+                "class that holds them",
+            )
+        specs.append(value)
     return specs

@@ -29,14 +29,12 @@ node-semver quietly repairs a malformed comparator (a stray ``*``, say) this mod
 from __future__ import annotations
 
 import functools
+import operator
 import re
-from collections.abc import Iterable
-from typing import Literal
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.version import InvalidVersion
-from packaging.version import Version as Pep440Version
 
 from ._npm_range import (
     BUILD,
@@ -52,6 +50,12 @@ from ._npm_range import (
     quote,
 )
 from .errors import VersionError
+
+# packaging is imported where a PEP 440 version or specifier is first met: SemVer versions and npm
+# ranges never need it, and importing it is a fifth of what versioning costs to import.
+if TYPE_CHECKING:
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version as Pep440Version
 
 __all__ = ["Constraint", "Version", "Versioner", "parse_constraint", "parse_version"]
 
@@ -166,6 +170,9 @@ def _parse_version_cached(text: str) -> Version:
     match = _SEMVER.fullmatch(text.strip())
     if match is not None:
         return _semver(text, match)
+    from packaging.version import InvalidVersion
+    from packaging.version import Version as Pep440Version
+
     try:
         parsed = Pep440Version(text)
     except InvalidVersion:
@@ -260,6 +267,22 @@ def _pep440(text: str, parsed: Pep440Version) -> Version:
     )
 
 
+def _no_semver_reading(version: Version) -> str:
+    """Why a PEP 440 version has no SemVer reading, for the message that says so."""
+    parsed = version.pep440
+    assert parsed is not None, "only a PEP 440 version lacks a SemVer reading"
+    reasons = []
+    if parsed.epoch:
+        reasons.append(f"it has an epoch ({parsed.epoch}!)")
+    if len(parsed.release) > 3:
+        reasons.append(f"it has {len(parsed.release)} release numbers where SemVer has three")
+    if parsed.dev is not None and parsed.pre is not None:
+        reasons.append("it combines .dev with a pre-release")
+    if parsed.dev is not None and parsed.post is not None:
+        reasons.append("it combines .dev with a post-release")
+    return " and ".join(reasons)
+
+
 def _has_semver_reading(parsed: Pep440Version) -> bool:
     return (
         not parsed.epoch
@@ -270,6 +293,9 @@ def _has_semver_reading(parsed: Pep440Version) -> bool:
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def _packaging_reading(text: str) -> Pep440Version:
+    from packaging.version import InvalidVersion
+    from packaging.version import Version as Pep440Version
+
     try:
         return Pep440Version(text)
     except InvalidVersion:
@@ -292,12 +318,30 @@ class Constraint:
         default=(), repr=False, alias="alternatives"
     )
     _specifier: SpecifierSet | None = attrs.field(default=None, repr=False, alias="specifier")
+    # A PEP 440 specifier whose clauses all name plain releases, as _release_clauses gives it;
+    # None when a clause does not (then only packaging answers).
+    _release_clauses: tuple[_Clause, ...] | None = attrs.field(
+        default=None, repr=False, alias="release_clauses"
+    )
 
     def matches(self, version: Version | str) -> bool:
         """Whether ``version`` satisfies this constraint; malformed input is a VersionError."""
         if not isinstance(version, Version):
             version = parse_version(version)
         if self._specifier is not None:
+            clauses = self._release_clauses
+            if clauses is not None and not version.build:
+                order = version._order
+                # A plain release (no epoch, pre-, post- or dev-release, local part or build
+                # metadata) against plain-release clauses: packaging's answer follows from the
+                # release numbers alone, so it is worked out here without packaging's objects.
+                # (Identity: both parsers use these constants; a copy just takes the long way.)
+                if not order[0] and order[2] is _FINAL and order[4] is _NO_DEV:
+                    release = order[1]
+                    for check, bound in clauses:  # noqa: SIM110 - all() would cost a generator
+                        if not check(release, bound):
+                            return False
+                    return True
             reading = (
                 version.pep440 if version.pep440 is not None else _packaging_reading(version.text)
             )
@@ -305,12 +349,12 @@ class Constraint:
         key = version._npm
         if key is None:
             raise VersionError(
-                f"PEP 440 version {quote(version.text)} has no SemVer reading (it has an "
-                "epoch, more than three release numbers, or .dev with a pre- or post-release), "
-                f"so it cannot be checked against the npm range {quote(self.text)}",
+                f"PEP 440 version {quote(version.text)} has no SemVer reading: "
+                f"{_no_semver_reading(version)}, so it cannot be checked against the npm range "
+                f"{quote(self.text)}",
                 text=version.text,
                 hint="use a PEP 440 specifier for this dependency (e.g. >=1.0,<2), "
-                "or give the plugin a SemVer version",
+                "or give the plugin a SemVer version (MAJOR.MINOR.PATCH)",
             )
         prerelease_of = version._npm_prerelease_of
         for low, high, prerelease_ok in self._alternatives:
@@ -341,6 +385,8 @@ def _parse_constraint_cached(text: str) -> Constraint:
 
 
 def _parse_pep440(text: str) -> Constraint:
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
     try:
         specifier = SpecifierSet(text)
     except InvalidSpecifier as exc:
@@ -355,7 +401,68 @@ def _parse_pep440(text: str) -> Constraint:
             text=text,
             hint="write at least one clause, e.g. >=1.0,<2",
         )
-    return Constraint(text, "pep440", specifier=specifier)
+    return Constraint(
+        text, "pep440", specifier=specifier, release_clauses=_plain_release_clauses(specifier)
+    )
+
+
+# A PEP 440 clause over release numbers: a check of a release against a bound, both trimmed of
+# trailing zeros, which makes them compare as PEP 440 compares releases (1.0 == 1.0.0, 1 < 1.0.1).
+_Clause = tuple[Callable[[Any, Any], bool], Any]
+_RELEASE = re.compile(r"[0-9]+(?:\.[0-9]+)*")
+_RELEASE_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
+    ">=": operator.ge,
+    ">": operator.gt,
+    "<=": operator.le,
+    "<": operator.lt,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+
+
+def _prefix_range(prefix: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The releases ``==1.2.*`` admits, as trimmed bounds: from 1.2 up to, not including, 1.3."""
+    return _trimmed(prefix), _trimmed((*prefix[:-1], prefix[-1] + 1))
+
+
+def _outside(release: tuple[int, ...], bounds: tuple[tuple[int, ...], tuple[int, ...]]) -> bool:
+    return release < bounds[0] or release >= bounds[1]
+
+
+def _plain_release_clauses(specifier: SpecifierSet) -> tuple[_Clause, ...] | None:
+    """The specifier's clauses when every one names a plain release (``>=1.2``, ``==1.*``,
+    ``~=1.4``, ``!=1.3``), else None.
+
+    For a plain release version such clauses mean just what they say about the release numbers
+    (PEP 440's special cases are all about pre-, post-, dev-releases, local parts and epochs),
+    which is how ``Constraint.matches`` reads them without asking packaging.
+    """
+    clauses: list[_Clause] = []
+    for clause in specifier:
+        op, text = clause.operator, clause.version
+        prefix = text.endswith(".*")
+        if prefix:
+            text = text[:-2]
+        # Only numbers and dots: any other spelling (an epoch, a pre-, post- or dev-release, a
+        # local part, a leading v) is left to packaging.
+        if not _RELEASE.fullmatch(text):
+            return None
+        release = tuple(int(number) for number in text.split("."))
+        if prefix and op == "==":
+            low, high = _prefix_range(release)
+            clauses += [(operator.ge, low), (operator.lt, high)]
+        elif prefix and op == "!=":
+            clauses.append((_outside, _prefix_range(release)))
+        elif op == "~=":  # ~=1.4.5 is >=1.4.5 together with ==1.4.*
+            clauses += [
+                (operator.ge, _trimmed(release)),
+                (operator.lt, _prefix_range(release[:-1])[1]),
+            ]
+        elif not prefix and op in _RELEASE_OPERATORS:
+            clauses.append((_RELEASE_OPERATORS[op], _trimmed(release)))
+        else:
+            return None
+    return tuple(clauses)
 
 
 class Versioner:

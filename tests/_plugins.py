@@ -9,6 +9,17 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import pluggy
+
+from helixhooks._dispatch import Dispatch
+from helixhooks.loader import LoadedPlugin
+from helixhooks.markers import PROJECT_NAME
+
+
+def call_own(loaded: LoadedPlugin, hook: str, **kwargs: object) -> object:
+    """Call one loaded generation's own impls of ``hook`` through a dispatch, as lifecycle does."""
+    return Dispatch(pluggy.PluginManager(PROJECT_NAME)).call(loaded.gen, hook, kwargs)
+
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
     """Poll until ``condition`` holds; fail naming ``what`` if it does not within ``timeout``.

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import pickle
 import random
+import tracemalloc
 
 import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version as Pep440Version
 
 from helixhooks.dependencies import DependencyResolver, Resolution
 from helixhooks.errors import (
@@ -519,3 +523,87 @@ def test_resolve_reports_exactly_the_broken_and_their_dependents(
     assert set(resolution.order) == healthy
     assert respects(resolution.order, edges)
     assert resolution.order == DependencyResolver(plugins).resolve_order(sorted(healthy))
+
+
+# -- large cycles --------------------------------------------------------------------------------
+
+
+def test_a_ten_thousand_member_cycle_reports_every_member_without_quadratic_memory() -> None:
+    # Each member's error used to carry its own copy of the whole cycle and its message:
+    # 10,000 members took gigabytes. They now share one tuple of the cycle.
+    size = 10_000
+    names = [f"p{index:05d}" for index in range(size)]
+    plugins = [info(name, names[(at + 1) % size]) for at, name in enumerate(names)]
+    plugins.append(info("outside"))
+    resolver = DependencyResolver(plugins)
+    tracemalloc.start()
+    try:
+        resolution = resolver.resolve()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 200 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+    assert resolution.order == ["outside"]
+    assert set(resolution.problems) == set(names)
+    assert all(isinstance(problem, CyclicDependency) for problem in resolution.problems.values())
+    assert resolution.held_back == frozenset()
+    for at in (0, 1, 4_321, size - 1):
+        cycle = cycle_of(resolution.problems[names[at]])
+        assert cycle == [*names[at:], *names[:at], names[at]]
+
+
+def test_a_long_cycle_is_named_compactly_from_each_member() -> None:
+    size = 50
+    names = [f"p{index:02d}" for index in range(size)]
+    plugins = [info(name, names[(at + 1) % size]) for at, name in enumerate(names)]
+    problem = DependencyResolver(plugins).resolve().problems["p10"]
+    text = str(problem)
+    assert problem.plugin == "p10"
+    assert "cycle of 50 plugins: p10 -> p11 -> p12" in text
+    assert "(42 more)" in text
+    assert "p08 -> p09 -> p10" in text
+    assert len(text) < 400
+    copy = pickle.loads(pickle.dumps(problem))
+    assert isinstance(copy, CyclicDependency)
+    assert copy.cycle == cycle_of(problem)
+    assert str(copy) == text
+
+
+# -- edge checks against packaging ---------------------------------------------------------------
+# The resolver checks PEP 440 specifiers whose clauses name plain releases without packaging's
+# objects when the version is a plain release too (versioning._release_matches); packaging is the
+# reference for the answer.
+
+_release_numbers = st.lists(st.integers(0, 12), min_size=1, max_size=4)
+
+
+@st.composite
+def _plain_release_clauses(draw: st.DrawFn) -> str:
+    op = draw(st.sampled_from(["~=", "==", "!=", "<=", ">=", "<", ">"]))
+    release = draw(_release_numbers.filter(lambda r: op != "~=" or len(r) >= 2))
+    text = ".".join(map(str, release))
+    wildcard = op in ("==", "!=") and draw(st.booleans())
+    return f"{op}{text}.*" if wildcard else f"{op}{text}"
+
+
+@given(
+    st.one_of(
+        _release_numbers.map(lambda r: ".".join(map(str, r))),  # PEP 440: 1, 1.0, 1.2.3.4
+        st.lists(st.integers(0, 12), min_size=3, max_size=3).map(
+            lambda r: ".".join(map(str, r))  # SemVer
+        ),
+    ),
+    st.lists(_plain_release_clauses(), min_size=1, max_size=3),
+)
+def test_plain_release_edges_are_checked_as_packaging_checks_them(
+    version: str, clauses: list[str]
+) -> None:
+    text = ",".join(clauses)
+    if "," not in text and not text.startswith(("~=", "==", "!=")):
+        text += ",>=0"  # a lone >=, <, ... would be read as an npm range
+    plugins = [info("app", f"lib {text}"), info("lib", version=version)]
+    expected = SpecifierSet(text).contains(Pep440Version(version))
+    assert DependencyResolver(plugins).check_dependencies(plugins[0]) == (
+        expected,
+        [] if expected else ["lib"],
+    )

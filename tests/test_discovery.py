@@ -185,7 +185,6 @@ def test_file_plugin_entry_names_an_attribute_of_the_file(
 def test_helper_files_and_underscore_files_are_not_plugins(tmp_path: Path) -> None:
     write(tmp_path / "helpers.py", "def util():\n    return 1  # mentions PLUGIN_INFO only here\n")
     write(tmp_path / "_private.py", 'PLUGIN_INFO = {"name": "private", "version": "1.0"}\n')
-    write(tmp_path / "nested.py", 'if True:\n    PLUGIN_INFO = {"name": "n", "version": "1.0"}\n')
     write(tmp_path / "notes.txt", 'PLUGIN_INFO = {"name": "txt", "version": "1.0"}\n')
     write(tmp_path / "real.py", 'PLUGIN_INFO = {"name": "real", "version": "1.0"}\n')
 
@@ -277,7 +276,10 @@ def test_directory_without_any_entry_module_is_a_problem(tmp_path: Path) -> None
 
 
 BROKEN_FILES = {
-    "call_not_literal": ('PLUGIN_INFO = dict(name="x", version="1.0")\n', "not a literal dict"),
+    "call_not_literal": (
+        'PLUGIN_INFO = dict(name="x", version="1.0")\n',
+        "PLUGIN_INFO must be a dict literal {...}, not a call to dict() (line 1)",
+    ),
     "name_in_value": ('V = "1.0"\nPLUGIN_INFO = {"name": "x", "version": V}\n', "literal"),
     "list_not_dict": ('PLUGIN_INFO = ["x", "1.0"]\n', "must be a dict"),
     "int_keys": ("PLUGIN_INFO = {1: 2}\n", "string keys"),
@@ -921,3 +923,209 @@ def test_manifest_round_trip(tmp_path_factory: pytest.TempPathFactory, info: Plu
     write(directory / "__init__.py", "")
 
     assert Discovery(_no_entry_points()).get_info(directory) == info
+
+
+# --- PLUGIN_INFO that discovery cannot read is a problem, never silently skipped -----------------
+
+HIDDEN_INFO: dict[str, tuple[str, str]] = {
+    "if": (
+        'import sys\nif sys.platform:\n    PLUGIN_INFO = {"name": "x", "version": "1.0"}\n',
+        "assigned inside an 'if' block (line 3)",
+    ),
+    "else": (
+        'if False:\n    pass\nelse:\n    PLUGIN_INFO = {"name": "x", "version": "1.0"}\n',
+        "assigned inside an 'if' block (line 4)",
+    ),
+    "try": (
+        "try:\n    import foo\nexcept ImportError:\n"
+        '    PLUGIN_INFO = {"name": "x", "version": "1"}\n',
+        "assigned inside a 'try' block (line 4)",
+    ),
+    "with": (
+        'import os\nwith open(os.devnull) as f:\n    PLUGIN_INFO = {"name": "x", "version": "1"}\n',
+        "assigned inside a 'with' block (line 3)",
+    ),
+    "for": (
+        'for _ in range(1):\n    PLUGIN_INFO = {"name": "x", "version": "1"}\n',
+        "assigned inside a 'for' loop (line 2)",
+    ),
+    "also_top_level": (
+        'PLUGIN_INFO = {"name": "x", "version": "1"}\n'
+        'if True:\n    PLUGIN_INFO = {"name": "y", "version": "2"}\n',
+        "assigned inside an 'if' block (line 3)",
+    ),
+    "unpacking": (
+        'PLUGIN_INFO, OTHER = {"name": "x", "version": "1"}, 2\n',
+        "assigned by unpacking (line 1)",
+    ),
+    "imported": ("from elsewhere import PLUGIN_INFO\n", "imported (line 1)"),
+    "item_set": (
+        'PLUGIN_INFO = {"name": "x", "version": "1"}\nPLUGIN_INFO["version"] = "2"\n',
+        "changed in place after it is assigned (line 2)",
+    ),
+    "updated": (
+        'PLUGIN_INFO = {"name": "x", "version": "1"}\nPLUGIN_INFO.update(version="2")\n',
+        "changed in place after it is assigned (line 2)",
+    ),
+    "augmented": (
+        'PLUGIN_INFO = {"name": "x"}\nPLUGIN_INFO |= {"version": "2"}\n',
+        "changed in place after it is assigned (line 2)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HIDDEN_INFO))
+def test_plugin_info_set_other_than_at_top_level_is_a_problem_naming_the_line(
+    tmp_path: Path, case: str
+) -> None:
+    text, fragment = HIDDEN_INFO[case]
+    write(tmp_path / "hidden.py", text)
+    write(tmp_path / "good.py", 'PLUGIN_INFO = {"name": "good", "version": "1.0"}\n')
+    discovery = Discovery(_no_entry_points(tmp_path))
+
+    assert names(discovery.scan()) == ["good"]
+
+    reason = problem_for(discovery, "hidden.py")
+    assert f"PLUGIN_INFO is {fragment}" in reason
+    assert "top-level PLUGIN_INFO = {...} literal" in reason
+    assert str(tmp_path / "hidden.py") in reason
+
+
+def test_plugin_info_ignores_bare_annotations_reads_and_local_names(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "fine.py",
+        """
+        PLUGIN_INFO: dict
+        PLUGIN_INFO = {"name": "fine", "version": "1.0"}
+        print(PLUGIN_INFO["name"])
+
+        def helper():
+            PLUGIN_INFO = {"name": "local"}
+            return PLUGIN_INFO
+
+        class Thing:
+            PLUGIN_INFO = "a class attribute"
+
+        NAMES = [PLUGIN_INFO for PLUGIN_INFO in ("a", "b")]
+        """,
+    )
+    discovery = Discovery(_no_entry_points(tmp_path))
+
+    assert names(discovery.scan()) == ["fine"]
+    assert discovery.problems == []
+    assert discovery.get_info(path).name == "fine"
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        (
+            'PLUGIN_INFO = dict(name="x", version="1.0")\n',
+            "must be a dict literal {...}, not a call to dict() (line 1)",
+        ),
+        ("PLUGIN_INFO = make_info()\n", "not a call to make_info() (line 1)"),
+        ("PLUGIN_INFO = INFO\n", "not the name 'INFO' (line 1)"),
+        (
+            'PLUGIN_INFO = {\n    "name": "x",\n    "version": get_version(),\n}\n',
+            "PLUGIN_INFO['version'] is a call to get_version(), which is not a literal (line 3)",
+        ),
+        (
+            'PLUGIN_INFO = {"name": "x", "version": "1", "config": {"dirs": ["a", HOME]}}\n',
+            "PLUGIN_INFO['config']['dirs'][1] is the name 'HOME', which is not a literal",
+        ),
+        (
+            'BASE = {}\nPLUGIN_INFO = {"name": "x", **BASE}\n',
+            "PLUGIN_INFO unpacks is the name 'BASE'",
+        ),
+    ],
+)
+def test_a_non_literal_plugin_info_says_what_and_where(
+    tmp_path: Path, text: str, fragment: str
+) -> None:
+    path = write(tmp_path / "made.py", text)
+    with pytest.raises(ManifestError) as caught:
+        Discovery(_no_entry_points()).get_info(path)
+    assert fragment in str(caught.value)
+    assert "<ast." not in str(caught.value)
+    assert caught.value.path == str(path)
+
+
+def test_a_plugin_dir_that_is_itself_a_plugin_is_that_plugin(tmp_path: Path) -> None:
+    plugin = dir_plugin(tmp_path, "solo")
+    write(plugin / "helper.py", 'PLUGIN_INFO = {"name": "not_a_plugin_here", "version": "1"}\n')
+    write(plugin / "sub" / "plugin.toml", '[plugin]\nname = "inner"\nversion = "1.0"\n')
+    write(plugin / "sub" / "plugin.py", "")
+    discovery = Discovery(_no_entry_points(plugin))
+
+    found = discovery.scan()
+
+    assert names(found) == ["solo"]
+    assert found[0].source == plugin and found[0].kind == "directory"
+    assert discovery.problems == []
+    # Given as ".", from inside the plugin's directory, as `helixhooks check --plugin-dir .` does.
+    cwd = os.getcwd()
+    os.chdir(plugin)
+    try:
+        assert names(Discovery(_no_entry_points()).scan(".")) == ["solo"]
+    finally:
+        os.chdir(cwd)
+
+
+def test_a_plugin_dir_with_a_broken_manifest_of_its_own_is_a_problem(tmp_path: Path) -> None:
+    plugin = tmp_path / "torn"
+    write(plugin / "plugin.toml", '[plugin]\nname = "torn"\n')
+    discovery = Discovery(_no_entry_points(plugin))
+
+    assert discovery.scan() == []
+    assert [p.source for p in discovery.problems] == [str(plugin)]
+    assert "no 'version'" in discovery.problems[0].reason
+
+
+def _in_thread(call: Any, seconds: float = 10) -> list[Any]:
+    """Run ``call`` in a daemon thread; fail if it does not return within ``seconds``."""
+    import threading
+
+    results: list[Any] = []
+    worker = threading.Thread(target=lambda: results.append(call()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), "hangs"
+    return results
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_plugin_toml_that_is_a_fifo_is_a_problem_not_a_hang(tmp_path: Path) -> None:
+    (tmp_path / "piped").mkdir()
+    os.mkfifo(tmp_path / "piped" / "plugin.toml")
+    dir_plugin(tmp_path, "good")
+    discovery = Discovery(_no_entry_points(tmp_path))
+
+    [found] = _in_thread(discovery.scan)
+
+    assert names(found) == ["good"]
+    reason = problem_for(discovery, "piped")
+    assert "plugin.toml is a FIFO (named pipe), not a regular file" in reason
+
+    def get_info() -> BaseException | None:
+        try:
+            Discovery(_no_entry_points()).get_info(tmp_path / "piped")
+        except ManifestError as exc:
+            return exc
+        return None
+
+    [error] = _in_thread(get_info)
+    assert "not a regular file" in str(error)
+
+
+def test_a_plugin_toml_that_is_a_directory_is_a_problem(tmp_path: Path) -> None:
+    (tmp_path / "odd" / "plugin.toml").mkdir(parents=True)
+    discovery = Discovery(_no_entry_points(tmp_path))
+
+    assert discovery.scan() == []
+    assert "plugin.toml is a directory, not a regular file" in problem_for(discovery, "odd")
+
+
+def test_a_misspelled_top_level_table_gets_a_guess(tmp_path: Path) -> None:
+    write(tmp_path / "typo" / "plugin.toml", '[plugn]\nname = "typo"\nversion = "1.0"\n')
+    with pytest.raises(ManifestError, match="did you mean 'plugin'"):
+        Discovery(_no_entry_points()).get_info(tmp_path / "typo")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import importlib.metadata
+import logging
 import os
 import py_compile
 import sys
@@ -16,11 +17,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from helixhooks._dispatch import Dispatch
 from helixhooks.errors import LoadError
 from helixhooks.loader import PRIVATE_PACKAGE, LoadedPlugin, Loader, _private_name
-from helixhooks.markers import hookspec
+from helixhooks.markers import PROJECT_NAME, hookspec
 from helixhooks.metrics import Metrics
 from helixhooks.plugin import NAME_PATTERN, PluginCandidate, PluginInfo
+
+from ._plugins import call_own
 
 
 class AgentSpec:
@@ -89,8 +93,8 @@ def test_directory_plugin_imports_its_subpackages_relatively(
     assert loaded.module.__name__ == f"{base}.plugin"
     assert type(loaded.plugin).__name__ == "Analyzer"
     assert isinstance(loaded.plugin, loaded.module.Analyzer)
-    assert loaded.pm.hook.analyze(text="ab") == ["abab!!"]
-    assert loaded.pm.get_plugin("textanalyzer") is loaded.plugin
+    assert call_own(loaded, "analyze", text="ab") == ["abab!!"]
+    assert {impl.plugin for _, impl in loaded.gen.impls} == {loaded.plugin}
     assert set(loaded.modules) == {
         base,
         f"{base}.plugin",
@@ -135,7 +139,7 @@ def test_file_plugin_without_entry_registers_the_module(loader: Loader, tmp_path
     assert loaded.module.__name__ == f"{PRIVATE_PACKAGE}.hellofile.g1"
     assert loaded.plugin is loaded.module
     assert loaded.modules == (f"{PRIVATE_PACKAGE}.hellofile.g1",)
-    assert loaded.pm.hook.analyze(text="you") == ["hello you"]
+    assert call_own(loaded, "analyze", text="you") == ["hello you"]
     by_path = loader.load(path)
     assert by_path.candidate is not None
     assert by_path.candidate.kind == "file"
@@ -160,7 +164,7 @@ def test_init_entry_registers_the_package_module(loader: Loader, tmp_path: Path)
     loaded = loader.load(directory_candidate(root, "pkg", "__init__"))
     assert loaded.plugin is loaded.module
     assert loaded.module.__name__ == f"{PRIVATE_PACKAGE}.pkg.g1"
-    assert loaded.pm.hook.analyze(text="hi") == ["HI"]
+    assert call_own(loaded, "analyze", text="hi") == ["HI"]
     loader.unload("pkg")
 
 
@@ -211,8 +215,8 @@ def test_each_load_is_a_new_generation_compiled_from_source(loader: Loader, tmp_
     assert first.module.__name__.endswith(".gen.g1")
     assert second.module.__name__.endswith(".gen.g2")
     assert first.module is not second.module
-    assert first.pm.hook.analyze(text="") == ["one"]
-    assert second.pm.hook.analyze(text="") == ["two"]
+    assert call_own(first, "analyze", text="") == ["one"]
+    assert call_own(second, "analyze", text="") == ["two"]
     assert sys.modules[first.module.__name__] is first.module
     assert sys.modules[second.module.__name__] is second.module
     assert loader.loaded("gen") is second
@@ -234,8 +238,9 @@ def test_metrics_time_the_load_and_calls_through_the_private_manager(tmp_path: P
         """,
     )
     loaded = loader.load(file_candidate(path, "timed"))
-    loaded.pm.hook.analyze(text="a")
-    loaded.pm.hook.analyze(text="b")
+    dispatch = Dispatch(pluggy.PluginManager(PROJECT_NAME), metrics)
+    dispatch.call(loaded.gen, "analyze", {"text": "a"})
+    dispatch.call(loaded.gen, "analyze", {"text": "b"})
     stats = metrics.get_stats("timed")
     assert stats.load_time is not None
     assert stats.load_time > 0
@@ -285,7 +290,7 @@ def test_unload_lets_the_old_module_be_garbage_collected(
         directory_candidate(analyzer_dir, "textanalyzer", "plugin:Analyzer")
     )
     assert loaded is not None
-    assert loaded.pm.hook.analyze(text="x") == ["xx!!"]
+    assert call_own(loaded, "analyze", text="x") == ["xx!!"]
     module_ref = weakref.ref(loaded.module)
     package_ref = weakref.ref(sys.modules[f"{PRIVATE_PACKAGE}.textanalyzer.g1"])
     plugin_ref = weakref.ref(loaded.plugin)
@@ -334,7 +339,7 @@ def test_load_by_path_reads_the_manifest(loader: Loader, analyzer_dir: Path) -> 
         assert loaded.candidate is not None
         assert loaded.candidate.kind == "directory"
         assert loaded.candidate.source == analyzer_dir
-        assert loaded.pm.hook.analyze(text="a") == ["aa!!"]
+        assert call_own(loaded, "analyze", text="a") == ["aa!!"]
     loader.unload("textanalyzer")
 
 
@@ -350,7 +355,7 @@ def test_optional_unknown_hook_is_accepted(loader: Loader, tmp_path: Path) -> No
         """,
     )
     loaded = loader.load(file_candidate(path, "extra"))
-    assert loaded.pm.hook.some_future_hook(value=3) == [3]
+    assert call_own(loaded, "some_future_hook", value=3) == [3]
     loader.unload("extra")
 
 
@@ -369,7 +374,7 @@ def test_host_specs_added_later_apply_to_later_loads(tmp_path: Path) -> None:
     with pytest.raises(LoadError, match="analyze"):
         loader.load(file_candidate(path, "late"))
     loader.add_hookspecs(AgentSpec)
-    assert loader.load(file_candidate(path, "late")).pm.hook.analyze(text="t") == ["t"]
+    assert call_own(loader.load(file_candidate(path, "late")), "analyze", text="t") == ["t"]
     loader.unload("late")
 
 
@@ -538,7 +543,7 @@ def test_entry_point_plugin_imports_under_its_real_name(
     assert sys.modules[f"{package}.plugin"] is loaded.module
     assert type(loaded.plugin).__name__ == "Plugin"
     assert loaded.modules == (package, f"{package}.plugin")
-    assert loaded.pm.hook.analyze(text="") == ["from the distribution"]
+    assert call_own(loaded, "analyze", text="") == ["from the distribution"]
     loader.unload(package)
     assert package not in sys.modules
     assert f"{package}.plugin" not in sys.modules
@@ -577,11 +582,8 @@ def test_every_load_gets_the_hookspecs_whole(tmp_path: Path) -> None:
     fits = "from helixhooks.markers import hookimpl\n\n@hookimpl\ndef rank(text):\n    return 1\n"
     loads = [loader.load(file_candidate(write(tmp_path / f"p{i}.py", fits), f"p{i}")) for i in "ab"]
     for loaded in loads:
-        assert loaded.pm.hook.rank(text="") == 1
-        assert loaded.pm.hook.rank.spec is not None
-        assert loaded.pm.hook.rank.spec.opts["firstresult"] is True
-        assert loaded.pm.hook.analyze.has_spec()
-        assert loaded.pm.hook.helix_init.has_spec()
+        assert call_own(loaded, "rank", text="") == [1]
+        assert [hook for hook, _ in loaded.gen.impls] == ["rank"]
     misfit = write(tmp_path / "misfit.py", fits.replace("rank(text)", "rank(text, extra)"))
     with pytest.raises(LoadError, match="extra"):
         loader.load(file_candidate(misfit, "misfit"))
@@ -604,3 +606,189 @@ def test_a_failed_load_leaves_none_of_its_submodules_behind(loader: Loader, tmp_
         f"{PRIVATE_PACKAGE}.half.g1{suffix}" for suffix in ("", ".good", ".plugin")
     )
     loader.unload("half")
+
+
+# --- plugin code that would take the host down, and imports that need a hint -------------------
+
+
+def test_sys_exit_at_import_is_a_load_error_naming_the_file_and_line(
+    loader: Loader, tmp_path: Path
+) -> None:
+    path = write(tmp_path / "quitter.py", "import sys\n\nsys.exit(3)\n")
+    with pytest.raises(LoadError) as caught:
+        loader.load(file_candidate(path, "quitter"))
+    error = caught.value
+    assert error.plugin == "quitter"
+    assert error.path == str(path)
+    assert "called sys.exit(3) at import (line 3)" in error.message
+    assert error.hint is not None and "must not exit the host" in error.hint
+    assert isinstance(error.__cause__, SystemExit)
+    assert not private_keys("quitter")
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ("raise SystemExit", "entry class Boom called sys.exit() in its constructor (line 3)"),
+        ("raise SystemExit('bye')", "called sys.exit('bye') in its constructor"),
+        ("raise GeneratorExit('odd')", "could not be instantiated: GeneratorExit: odd (line 3)"),
+        ("raise Stop()", "could not be instantiated: Stop"),
+    ],
+)
+def test_a_base_exception_in_the_constructor_is_a_load_error(
+    loader: Loader, tmp_path: Path, body: str, fragment: str
+) -> None:
+    write(
+        tmp_path / "boom" / "plugin.py",
+        f"class Boom:\n    def __init__(self):\n        {body}\n\n"
+        "class Stop(BaseException):\n    pass\n",
+    )
+    with pytest.raises(LoadError) as caught:
+        loader.load(directory_candidate(tmp_path / "boom", "boom", "plugin:Boom"))
+    assert fragment in caught.value.message
+    assert caught.value.path == str(tmp_path / "boom" / "plugin.py")
+    assert not private_keys("boom")
+
+
+def test_a_base_exception_at_import_is_a_load_error(loader: Loader, tmp_path: Path) -> None:
+    path = write(tmp_path / "odd.py", "class Stop(BaseException):\n    pass\n\nraise Stop('x')\n")
+    with pytest.raises(LoadError, match=r"import raised Stop: x \(line 4\)") as caught:
+        loader.load(file_candidate(path, "odd"))
+    assert caught.value.hint is not None and "Exception subclass" in caught.value.hint
+
+
+def test_keyboard_interrupt_at_import_still_goes_through(loader: Loader, tmp_path: Path) -> None:
+    path = write(tmp_path / "ctrlc.py", "raise KeyboardInterrupt\n")
+    with pytest.raises(KeyboardInterrupt):
+        loader.load(file_candidate(path, "ctrlc"))
+    assert not private_keys("ctrlc")
+
+
+def test_load_all_survives_a_plugin_that_exits_and_loads_the_good_one(tmp_path: Path) -> None:
+    from helixhooks.config import Config
+    from helixhooks.system import PluginSystem
+
+    write(tmp_path / "good.py", 'PLUGIN_INFO = {"name": "good", "version": "1.0"}\n')
+    write(
+        tmp_path / "quitter.py",
+        'import sys\nPLUGIN_INFO = {"name": "quitter", "version": "1.0"}\nsys.exit("bye")\n',
+    )
+    write(
+        tmp_path / "ctor" / "plugin.toml",
+        '[plugin]\nname = "ctor"\nversion = "1.0"\nentry = "plugin:Plugin"\n',
+    )
+    write(
+        tmp_path / "ctor" / "plugin.py",
+        "import sys\n\nclass Plugin:\n    def __init__(self):\n        sys.exit()\n",
+    )
+    system = PluginSystem(Config(plugin_dirs=[tmp_path], entry_point_group=None))
+
+    system.load_all()
+
+    assert system.get("good").state.value == "initialized"
+    reasons = {problem.name: problem.reason for problem in system.problems}
+    assert set(reasons) == {"quitter", "ctor"}
+    assert "called sys.exit('bye') at import (line 3)" in reasons["quitter"]
+    assert str(tmp_path / "quitter.py") in reasons["quitter"]
+    assert "entry class Plugin called sys.exit() in its constructor" in reasons["ctor"]
+    system.close()
+
+
+def test_an_absolute_import_of_a_sibling_module_hints_the_relative_one(
+    loader: Loader, tmp_path: Path
+) -> None:
+    root = tmp_path / "siblings"
+    write(root / "plugin.py", "import helper\n")
+    write(root / "helper.py", "")
+    with pytest.raises(LoadError) as caught:
+        loader.load(directory_candidate(root, "siblings", "plugin"))
+    assert "No module named 'helper' (line 1)" in caught.value.message
+    assert caught.value.hint is not None
+    assert caught.value.hint.startswith("use a relative import: from . import helper")
+    # From a subpackage, the dots climb to the plugin directory.
+    write(root / "plugin.py", "from .sub import deep\n")
+    write(root / "sub" / "__init__.py", "")
+    write(root / "sub" / "deep.py", "import helper\n")
+    with pytest.raises(LoadError) as caught:
+        loader.load(directory_candidate(root, "siblings", "plugin"))
+    assert caught.value.path == str(root / "sub" / "deep.py")
+    assert "from .. import helper" in (caught.value.hint or "")
+    # A module that is nowhere gets no such hint.
+    write(root / "plugin.py", "import not_installed_anywhere_xyz\n")
+    with pytest.raises(LoadError) as caught:
+        loader.load(directory_candidate(root, "siblings", "plugin"))
+    assert "relative import" not in (caught.value.hint or "")
+
+
+def test_a_single_file_plugin_with_a_relative_import_is_told_to_become_a_directory(
+    loader: Loader, tmp_path: Path
+) -> None:
+    path = write(tmp_path / "lonely.py", "import os\nfrom . import helper\n")
+    write(tmp_path / "helper.py", "")
+    with pytest.raises(LoadError) as caught:
+        loader.load(file_candidate(path, "lonely"))
+    message = caught.value.message
+    assert "a single-file plugin cannot use relative imports" in message
+    assert "(line 2)" in message
+    assert PRIVATE_PACKAGE not in str(caught.value)
+    assert "directory plugin" in (caught.value.hint or "")
+
+
+def test_a_private_module_name_never_shows_in_an_import_error(
+    loader: Loader, tmp_path: Path
+) -> None:
+    root = tmp_path / "partial"
+    write(root / "plugin.py", "from . import missing_thing\n")
+    with pytest.raises(LoadError) as caught:
+        loader.load(directory_candidate(root, "partial", "plugin"))
+    assert PRIVATE_PACKAGE not in caught.value.message
+    assert "<plugin partial>" in caught.value.message
+
+
+CLASS_ONLY = """
+from helixhooks.markers import hookimpl
+
+PLUGIN_INFO = {"name": "classy", "version": "1.0"}
+
+class Analyzer:
+    @hookimpl
+    def analyze(self, text):
+        return text
+"""
+
+
+def test_a_module_entry_whose_hookimpls_are_on_a_class_logs_a_warning(
+    loader: Loader, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write(tmp_path / "classy.py", CLASS_ONLY)
+    with caplog.at_level(logging.WARNING, logger="helixhooks.loader"):
+        loader.load(file_candidate(path, "classy"))
+    [record] = [r for r in caplog.records if r.name == "helixhooks.loader"]
+    message = record.getMessage()
+    assert "class Analyzer in it has hookimpls that will never run" in message
+    assert '"entry": ":Analyzer"' in message
+    caplog.clear()
+    root = tmp_path / "pkg"
+    write(root / "plugin.py", CLASS_ONLY)
+    with caplog.at_level(logging.WARNING, logger="helixhooks.loader"):
+        loader.load(directory_candidate(root, "pkgclassy", "plugin"))
+    [record] = [r for r in caplog.records if r.name == "helixhooks.loader"]
+    assert 'set entry = "plugin:Analyzer"' in record.getMessage()
+    loader.unload("classy")
+    loader.unload("pkgclassy")
+
+
+def test_no_warning_when_the_module_has_hookimpls_of_its_own_or_entry_names_the_class(
+    loader: Loader, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    own = CLASS_ONLY + "\n@hookimpl\ndef helix_start():\n    pass\n"
+    path = write(tmp_path / "mixed.py", own)
+    imported = write(tmp_path / "imports.py", "from helixhooks.hookspecs import LifecycleSpec\n")
+    named = write(tmp_path / "named.py", CLASS_ONLY)
+    with caplog.at_level(logging.WARNING, logger="helixhooks.loader"):
+        loader.load(file_candidate(path, "mixed"))
+        loader.load(file_candidate(imported, "imports"))
+        loader.load(file_candidate(named, "named", "named:Analyzer"))
+    assert [r for r in caplog.records if r.name == "helixhooks.loader"] == []
+    for name in ("mixed", "imports", "named"):
+        loader.unload(name)

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helixhooks import metrics as metrics_module
-from helixhooks.errors import HelixError
+from helixhooks._dispatch import FOLD_EVERY, Dispatch
 from helixhooks.markers import PROJECT_NAME, hookimpl, hookspec
 from helixhooks.metrics import CallStats, Metrics, PluginStats
 
@@ -72,7 +72,7 @@ def _timed_manager() -> tuple[pluggy.PluginManager, Metrics]:
     pm = pluggy.PluginManager(PROJECT_NAME)
     pm.add_hookspecs(Spec)
     metrics = Metrics()
-    metrics.install(pm)
+    Dispatch(pm, metrics)
     return pm, metrics
 
 
@@ -383,31 +383,7 @@ def test_results_match_bare_pluggy(
         assert called == len(impls)
 
 
-# -- install ------------------------------------------------------------------------------------
-
-
-def test_installing_twice_is_harmless() -> None:
-    pm, metrics = _timed_manager()
-    metrics.install(pm)
-    pm.register(_plugin(lambda a: a), name="p")
-    pm.hook.compute(a=1, b=1)
-    assert _count(metrics, "p", "compute") == 1
-
-
-def test_a_second_metrics_on_one_manager_is_refused() -> None:
-    pm, _ = _timed_manager()
-    with pytest.raises(HelixError, match="already installed") as info:
-        Metrics().install(pm)
-    assert info.value.hint
-
-
-def test_install_refuses_to_drop_active_tracing() -> None:
-    pm = _bare()
-    pm.add_hookcall_monitoring(lambda *args: None, lambda *args: None)
-    with pytest.raises(HelixError, match="monitoring") as info:
-        Metrics().install(pm)
-    assert info.value.hint
-    assert "before" in info.value.hint
+# -- tracing on top ------------------------------------------------------------------------------
 
 
 def test_tracing_enabled_after_install_sees_timed_calls() -> None:
@@ -533,9 +509,12 @@ def test_forget_drops_figures_and_later_calls_count_afresh() -> None:
     for _ in range(3):
         pm.hook.compute(a=1, b=1)
     metrics.record_load("p", 0.5)
+    # As PluginSystem.unload does: out of the manager first, then its figures go.
+    pm.unregister(name="p")
     metrics.forget("p")
     assert metrics.get_stats("p") == PluginStats()
     assert "p" not in metrics.snapshot()
+    pm.register(_plugin(lambda a: a), name="p")
     pm.hook.compute(a=1, b=1)
     assert _count(metrics, "p", "compute") == 1
     assert _count(metrics, "keep", "compute") == 4
@@ -559,10 +538,10 @@ def test_durations_go_to_the_impl_that_took_them() -> None:
 def test_raw_samples_stay_bounded_under_many_calls() -> None:
     pm, metrics = _timed_manager()
     pm.register(_plugin(lambda a: a), name="p")
-    calls = 3 * metrics_module._FOLD_EVERY + 5
+    calls = 3 * FOLD_EVERY + 5
     for _ in range(calls):
         pm.hook.compute(a=1, b=1)
-    assert len(metrics._slots["p"]["compute"].samples) <= metrics_module._FOLD_EVERY
+    assert len(metrics._slots["p"]["compute"].samples) <= FOLD_EVERY
     assert _count(metrics, "p", "compute") == calls
 
 

@@ -183,3 +183,32 @@ def test_a_repeated_bad_dependency_names_each_plugin_that_declares_it() -> None:
             PluginInfo(name, "1.0.0", dependencies=["shared ^^1"])
         assert caught.value.plugin == name
     assert Dependency.parse("shared ^1") is Dependency.parse("shared ^1")
+
+
+@pytest.mark.parametrize(
+    ("key", "meant"),
+    [("dependancies", "dependencies"), ("descripton", "description"), ("isolaton", "isolation")],
+)
+def test_a_misspelled_manifest_key_gets_a_guess(key: str, meant: str) -> None:
+    with pytest.raises(ManifestError, match=f"unknown manifest key.*{key}") as caught:
+        PluginInfo.from_mapping({"name": "a", "version": "1.0.0", key: []}, source="plugin.toml")
+    assert caught.value.hint is not None
+    assert f"did you mean {meant!r}?" in caught.value.hint
+
+
+def test_several_misspelled_keys_each_get_their_guess() -> None:
+    with pytest.raises(ManifestError) as caught:
+        PluginInfo.from_mapping(
+            {"name": "a", "version": "1.0.0", "dependancies": [], "autor": "x", "zzz": 1}
+        )
+    hint = caught.value.hint or ""
+    assert "for 'autor', did you mean 'author'?" in hint
+    assert "for 'dependancies', did you mean 'dependencies'?" in hint
+    assert "zzz" not in hint.split("known keys")[0]
+
+
+def test_an_isolation_typo_lists_the_modes_and_guesses() -> None:
+    with pytest.raises(ManifestError) as caught:
+        PluginInfo("a", "1.0.0", isolation="proces")
+    assert "isolation must be 'inprocess' or 'process', not 'proces'" in str(caught.value)
+    assert "did you mean 'process'?" in (caught.value.hint or "")

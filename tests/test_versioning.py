@@ -537,3 +537,22 @@ def test_compiled_npm_matcher_agrees_with_reference(
 ) -> None:
     text = " || ".join(" ".join(op + bound for op, bound in comps) for comps in alternatives)
     assert parse_constraint(text).matches(version) == _reference_npm(alternatives, version)
+
+
+@pytest.mark.parametrize(
+    ("version", "reason"),
+    [
+        ("1.2.3.4", "it has 4 release numbers where SemVer has three"),
+        ("1!1.0", "it has an epoch (1!)"),
+        ("1.0rc1.dev2", "it combines .dev with a pre-release"),
+        ("1.0.post1.dev1", "it combines .dev with a post-release"),
+        ("2!1.2.3.4.5", "it has an epoch (2!) and it has 5 release numbers"),
+    ],
+)
+def test_the_message_says_which_reason_leaves_a_version_without_semver_reading(
+    version: str, reason: str
+) -> None:
+    with pytest.raises(VersionError) as caught:
+        versioner.is_compatible(version, "^1.0")
+    assert reason in caught.value.message
+    assert "'^1.0'" in caught.value.message

@@ -1,0 +1,557 @@
+"""The one dispatch layer under every hook call into plugin code made through pluggy.
+
+Installed once per live PluginManager (by the Registry), beneath pluggy's tracing and monitoring.
+Broadcast calls (``system.hook.x()``), one plugin's impl (``PluginHandle.call``), lifecycle and
+health hooks all run here, through a *plan*: how to run one exact implementation list, built once
+and reused per call. Per-impl concerns (timing for Metrics today) are composed into the plan when it
+is built, as generated code, so a call pays for nothing but the concerns' own work.
+
+In-flight accounting is per term of service: a generation of a plugin serves from activation to
+retirement (a stop or a swap), and every impl it put in the live manager is an ``OwnedImpl`` that
+names that term. A call is *admitted* once it has entered its plan's ``calls`` and seen the plan
+alive; retiring a term marks every plan holding it dead first and then waits for the admitted
+calls. A call that finds its plan dead plans again without the retired impls, so a list a caller
+copied before any number of retirements never reaches a retired impl. The wait happens outside
+the registry's lock and never counts the waiting thread's own calls.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from threading import get_ident
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+from pluggy import HookImpl
+
+from . import _pluggy_compat as compat
+from ._bounded import abandoned_threads
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from .metrics import Metrics, _Slot
+
+_log = logging.getLogger("helixhooks.dispatch")
+
+# A plan folds its timing samples into Metrics every this many calls (a power of two, tested
+# with a mask): it bounds the raw samples held, and 512-1024 measured cheapest.
+FOLD_EVERY = 1024
+_FOLD_MASK = FOLD_EVERY - 1
+# Plans kept besides the newest per hook, for callers that alternate lists (subset callers).
+_RECENT_PLANS = 32
+
+PlanRun = Callable[[Mapping[str, object], bool], object]
+
+
+class NotServing(Exception):
+    """A call for a generation that is not (or no longer) in service."""
+
+
+class Generation:
+    """One loaded generation of a plugin, as the dispatch sees it.
+
+    ``impls`` are the implementations pluggy parsed and validated at load, in ``pm.register``'s
+    order; each activation puts fresh copies of them in the live manager for a new ``Term``.
+    ``calls`` holds the thread idents of this generation's own calls (lifecycle, health, handle)
+    in flight.
+    """
+
+    __slots__ = ("_direct", "calls", "impls", "name", "term")
+
+    def __init__(self, name: str, impls: Sequence[tuple[str, HookImpl]]) -> None:
+        self.name = name
+        self.impls = tuple(impls)
+        self.calls: list[int] = []
+        self.term: Term | None = None
+        self._direct: dict[str, _DirectList] = {}
+
+    def hooks(self) -> list[str]:
+        """The hook names this generation implements."""
+        return sorted({hook for hook, _ in self.impls})
+
+    def implements(self, hook_name: str) -> bool:
+        return any(hook == hook_name for hook, _ in self.impls)
+
+
+class Term:
+    """One stretch of a generation's service in the live manager, from activation to retirement."""
+
+    __slots__ = ("generation", "plans", "retired", "skipped", "successors")
+
+    def __init__(self, generation: Generation) -> None:
+        self.generation = generation
+        self.retired = False
+        # Retired by a swap: each old impl's replacement, for lists copied before the swap.
+        self.successors: Mapping[HookImpl, HookImpl] = {}
+        # Retired by a stop: calls already under way skip its impls. By a swap they still run
+        # them (the new generation is not in their list), and the drain waits for them.
+        self.skipped = False
+        self.plans: weakref.WeakSet[_Plan] = weakref.WeakSet()
+
+
+class _Plan:
+    """How to run one exact implementation list of one hook; built once, reused per call."""
+
+    __slots__ = (
+        "__weakref__",
+        "calls",
+        "dead",
+        "fold",
+        "hook",
+        "impls",
+        "key",
+        "run",
+        "steps",
+        "ticker",
+        "whole",
+    )
+
+    def __init__(
+        self,
+        hook: str,
+        impls: list[HookImpl],
+        key: tuple[object, ...],
+        runner: _Runner,
+        fold: Callable[[], None],
+    ) -> None:
+        self.hook = hook
+        self.impls = impls
+        self.key = key
+        self.run = runner.run
+        self.steps = runner.steps
+        self.whole = runner.whole
+        self.fold = fold
+        self.ticker = itertools.count(1)
+        # Thread idents of the admitted calls running this plan now (a multiset).
+        self.calls: list[int] = []
+        self.dead = False
+
+
+class _Steps:
+    """The plain impls of a compiled plan, whose functions the plan's code reads from ``fs``.
+
+    Retiring a term replaces its entries in ``fs`` by ``_skipped``, so a call already running
+    the plan skips them at their turn. The code keeps the index of the impl it is at in its
+    local ``i``; a drain reads it from the call's frame to wait only for a call inside one.
+    """
+
+    __slots__ = ("code", "fs", "owners")
+
+    def __init__(self, code: object, fs: list[Callable[..., object]], owners: list[object]):
+        self.code = code
+        self.fs = fs
+        self.owners = owners
+
+
+class _Runner:
+    """A plan's run function; ``steps`` is None when pluggy's own loop runs the impls."""
+
+    __slots__ = ("run", "steps", "whole")
+
+    def __init__(self, run: PlanRun, steps: _Steps | None, whole: frozenset[object]) -> None:
+        self.run = run
+        self.steps = steps
+        # Terms a call reaches in ways ``steps`` cannot locate (wrappers, pluggy's loop): a
+        # drain of one of these waits for whole calls.
+        self.whole = whole
+
+
+def _skipped(*args: object) -> None:
+    """Stands in for a retired impl in a plan already running: the call skips it."""
+    return None
+
+
+class _DirectList(list[HookImpl]):
+    """One generation's own impls of a hook, with their plan: never filtered, never cached."""
+
+    __slots__ = ("plan",)
+
+    plan: _Plan
+
+
+class Dispatch:
+    """A live PluginManager's inner hookexec, and the bookkeeping of which terms still serve."""
+
+    def __init__(self, pm: pluggy.PluginManager, metrics: Metrics | None = None) -> None:
+        self._pm = pm
+        self._metrics = metrics
+        # Taken to build or cache a plan and to retire a term: a plan built from a term that is
+        # not yet retired is registered with it before the retirement can look for it.
+        self._lock = threading.Lock()
+        # hook name -> plan of its latest list: the common case costs one list comparison
+        self._plans: dict[str, _Plan] = {}
+        # (hook name, *impl ids) -> plan, oldest first; a plan keeps its impls (and ids) alive
+        self._recent: dict[tuple[object, ...], _Plan] = {}
+        compat.install_hookexec(pm, self.hookexec)
+
+    def activate(self, generation: Generation) -> list[tuple[str, HookImpl]]:
+        """Begin a new term for ``generation``: fresh impl copies for the live manager."""
+        term = Term(generation)
+        generation.term = term
+        return [(hook, compat.owned_copy(impl, term)) for hook, impl in generation.impls]
+
+    def retire(
+        self, generation: Generation, *, successors: Mapping[HookImpl, HookImpl] | None = None
+    ) -> Term | None:
+        """End the generation's term: its impls are dead for every call not yet admitted.
+
+        When it is leaving service (a stop), calls admitted earlier that have not reached its
+        impls yet skip them too. When a swap replaces it, ``successors`` maps each old impl to
+        its replacement: a list copied before the swap runs the replacement instead, and calls
+        admitted earlier still run the old impl (the drain waits for them), so no call misses
+        the plugin and none sees it twice.
+
+        Call it with the registry's lock held, as the impls leave the live manager; then call
+        ``drain`` without that lock.
+        """
+        term = generation.term
+        if term is None:
+            return None
+        with self._lock:
+            generation.term = None
+            term.retired = True
+            term.skipped = successors is None
+            term.successors = successors or {}
+            for plan in list(term.plans):
+                plan.dead = True
+                steps = plan.steps
+                if steps is not None and term.skipped:
+                    for index, owner in enumerate(steps.owners):
+                        if owner is term:
+                            steps.fs[index] = _skipped
+                if self._plans.get(plan.hook) is plan:
+                    del self._plans[plan.hook]
+                self._recent.pop(plan.key, None)
+        return term
+
+    def drain(self, term: Term | None, timeout: float) -> bool:
+        """Wait until no admitted call can still reach ``term``'s generation; False on timeout.
+
+        Calls of the waiting thread itself are not waited for (a hook that stops its own plugin
+        or restarts another would wait forever), nor are calls abandoned by a time limit.
+        """
+        if term is None:
+            return True
+        deadline = perf_counter() + timeout
+        pause = 1e-4
+        while True:
+            ignored = {get_ident(), *abandoned_threads()}
+            busy = sum(1 for ident in term.generation.calls if ident not in ignored)
+            for plan in list(term.plans):
+                busy += _reaching(plan, term, [i for i in plan.calls if i not in ignored])
+            if not busy:
+                return True
+            if perf_counter() >= deadline:
+                _log.warning(
+                    "plugin %r: %d call(s) still running after %.3gs; going on without them",
+                    term.generation.name,
+                    busy,
+                    timeout,
+                )
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.01)
+
+    def call(
+        self,
+        generation: Generation,
+        hook_name: str,
+        kwargs: Mapping[str, object],
+        *,
+        firstresult: bool = False,
+        serving: bool = False,
+    ) -> Any:
+        """Call only ``generation``'s own impls of ``hook_name``, through pluggy's hookexec.
+
+        With ``serving``, the call is refused with NotServing unless the generation is in
+        service; once admitted, a stop waits for it to finish before ``helix_stop`` runs.
+        """
+        me = get_ident()
+        calls = generation.calls
+        calls.append(me)
+        try:
+            if serving and generation.term is None:
+                raise NotServing(generation.name)
+            impls = generation._direct.get(hook_name)
+            if impls is None:
+                impls = self._direct_list(generation, hook_name)
+            return self._pm._hookexec(hook_name, impls, kwargs, firstresult)
+        finally:
+            calls.remove(me)
+
+    def hookexec(
+        self,
+        hook_name: str,
+        hook_impls: Sequence[HookImpl],
+        caller_kwargs: Mapping[str, object],
+        firstresult: bool,
+    ) -> object:
+        """pluggy's inner hookexec: the same contract and results as its ``_multicall``."""
+        __tracebackhide__ = True
+        plan = self._plans.get(hook_name)
+        if plan is None or plan.impls != hook_impls:
+            if isinstance(hook_impls, _DirectList):
+                return hook_impls.plan.run(caller_kwargs, firstresult)
+            plan = self._plan_for(hook_name, hook_impls)
+        me = get_ident()
+        calls = plan.calls
+        calls.append(me)
+        try:
+            if plan.dead:
+                # Retired while we were on our way in: plan again, without the retired impls.
+                return self.hookexec(hook_name, hook_impls, caller_kwargs, firstresult)
+            if not next(plan.ticker) & _FOLD_MASK:
+                plan.fold()
+            return plan.run(caller_kwargs, firstresult)
+        finally:
+            calls.remove(me)
+
+    def _plan_for(self, hook_name: str, hook_impls: Sequence[HookImpl]) -> _Plan:
+        key = (hook_name, *map(id, hook_impls))
+        with self._lock:
+            plan = self._recent.get(key)
+            if plan is None or plan.dead:
+                passed = list(hook_impls)
+                live = [impl for impl in map(_serving, passed) if impl is not None]
+                plan = self._build(hook_name, passed, live, key)
+                for impl in live:
+                    if isinstance(impl, compat.OwnedImpl):
+                        impl.owner.plans.add(plan)
+                self._recent[key] = plan
+                if len(self._recent) > _RECENT_PLANS:
+                    del self._recent[next(iter(self._recent))]
+            self._plans[hook_name] = plan
+        return plan
+
+    def _direct_list(self, generation: Generation, hook_name: str) -> _DirectList:
+        impls = _DirectList(impl for hook, impl in generation.impls if hook == hook_name)
+        impls.plan = self._build(hook_name, list(impls), list(impls), (hook_name,))
+        generation._direct[hook_name] = impls
+        return impls
+
+    def _build(
+        self, hook_name: str, passed: list[HookImpl], impls: list[HookImpl], key: tuple[object, ...]
+    ) -> _Plan:
+        metrics = self._metrics
+        slots = (
+            [metrics.slot(impl.plugin_name, hook_name) for impl in impls]
+            if metrics is not None
+            else None
+        )
+        runner = _runner(hook_name, impls, slots)
+        fold: Callable[[], None] = _nothing
+        if metrics is not None and slots:
+            fold = functools.partial(metrics.fold, tuple({id(s): s for s in slots}.values()))
+        return _Plan(hook_name, passed, key, runner, fold)
+
+
+def _serving(impl: HookImpl) -> HookImpl | None:
+    """``impl``, or what replaced it if its term is retired; None if nothing did."""
+    current: HookImpl | None = impl
+    while isinstance(current, compat.OwnedImpl) and current.owner.retired:
+        current = current.owner.successors.get(current)
+    return current
+
+
+def _reaching(plan: _Plan, term: Term, idents: list[int]) -> int:
+    """How many of the calls running ``plan`` (on threads ``idents``) may be inside ``term``."""
+    steps = plan.steps
+    if not idents or steps is None or term in plan.whole:
+        return len(idents)
+    at = [index for index, owner in enumerate(steps.owners) if owner is term]
+    if not at:
+        return 0
+    frames = sys._current_frames()
+    count = 0
+    for ident in idents:
+        frame = frames.get(ident)
+        while frame is not None and not (
+            frame.f_code is steps.code and frame.f_locals.get("fs") is steps.fs
+        ):
+            frame = frame.f_back
+        if frame is None:
+            # Not in the plan's code: on its way in (it will find the plan dead) or done.
+            continue
+        index = frame.f_locals.get("i")
+        # Unknown (pluggy's loop on a missing argument): it may be inside. Otherwise inside
+        # one of the impls, or (when they are not skipped) still to reach one.
+        if index is None or index in at or (not term.skipped and index < at[-1]):
+            count += 1
+    return count
+
+
+def _nothing() -> None:
+    return None
+
+
+def _runner(hook_name: str, impls: list[HookImpl], slots: list[_Slot] | None) -> _Runner:
+    """How to run ``impls`` (in pluggy's order) for one call, timing each."""
+    is_wrapper = [impl.wrapper or impl.hookwrapper for impl in impls]
+    owners = [getattr(impl, "owner", None) for impl in impls]
+    plain = [impl for impl, wrapper in zip(impls, is_wrapper, strict=True) if not wrapper]
+    plain_slots = (
+        [slot for slot, wrapper in zip(slots, is_wrapper, strict=True) if not wrapper]
+        if slots is not None
+        else None
+    )
+    contiguous = is_wrapper == sorted(is_wrapper)
+    with_defaults = compat.PASSES_DEFAULTS and any(impl.kwargnames for impl in plain)
+    if not contiguous or with_defaults:
+        # Shapes pluggy never builds itself, or arguments whose defaults pluggy's version decides
+        # whether to pass: pluggy runs them, ours only time them.
+        copies = _timed_copies(impls, slots)
+        run = functools.partial(compat.multicall, hook_name, copies)
+        return _Runner(run, None, frozenset(owners) - {None})
+    fallback = functools.partial(compat.multicall, hook_name, _timed_copies(plain, plain_slots))
+    call_order = list(reversed(plain))
+    run_plain, fs = _compile_plain(call_order, _reversed(plain_slots), fallback)
+    steps = _Steps(run_plain.__code__, fs, [getattr(impl, "owner", None) for impl in call_order])
+    wrappers = [impl for impl, wrapper in zip(impls, is_wrapper, strict=True) if wrapper]
+    if not wrappers:
+        return _Runner(run_plain, steps, frozenset())
+
+    def run_wrapped(kwargs: Mapping[str, object], firstresult: bool) -> object:
+        # pluggy runs the wrappers, with every plain impl as one block in their place; the
+        # block returns the hook's final answer, which firstresult=True hands over unchanged.
+        block = _Block(functools.partial(run_plain, kwargs, firstresult))
+        return compat.multicall(hook_name, [block, *wrappers], kwargs, True)
+
+    wrapper_owners = frozenset(getattr(impl, "owner", None) for impl in wrappers) - {None}
+    return _Runner(run_wrapped, steps, wrapper_owners)
+
+
+def _reversed(slots: list[_Slot] | None) -> list[_Slot] | None:
+    return list(reversed(slots)) if slots is not None else None
+
+
+class _Block:
+    """Stands in, for pluggy's ``_multicall``, for all the plain impls of a wrapped hook."""
+
+    __slots__ = ("function",)
+    argnames: tuple[str, ...] = ()
+    kwargnames: tuple[str, ...] = ()
+    wrapper = False
+    hookwrapper = False
+    plugin = None
+    plugin_name = "<helixhooks>"
+
+    def __init__(self, function: Callable[[], object]) -> None:
+        self.function = function
+
+
+def _timed_copies(impls: list[HookImpl], slots: list[_Slot] | None) -> list[HookImpl]:
+    if slots is None:
+        return impls
+    return [
+        impl if impl.wrapper or impl.hookwrapper else _timed_copy(impl, slot)
+        for impl, slot in zip(impls, slots, strict=True)
+    ]
+
+
+def _timed_copy(impl: HookImpl, slot: _Slot) -> HookImpl:
+    function = impl.function
+    record = slot.samples.append
+    mark_error = slot.error_marks.append
+
+    def timed(*args: object, **kwargs: object) -> object:
+        start = perf_counter()
+        try:
+            result = function(*args, **kwargs)
+        except BaseException:
+            record(perf_counter() - start)
+            mark_error(True)
+            raise
+        record(perf_counter() - start)
+        return result
+
+    twin = compat.owned_copy(impl, getattr(impl, "owner", None))
+    object.__setattr__(twin, "function", timed)
+    return twin
+
+
+# Generated plan code, by shape: each impl's argument positions, and whether calls are timed.
+_TEMPLATES: dict[tuple[tuple[tuple[int, ...], ...], bool], Callable[..., PlanRun]] = {}
+_TEMPLATES_LOCK = threading.Lock()
+
+
+def _compile_plain(
+    impls: list[HookImpl], slots: list[_Slot] | None, fallback: PlanRun
+) -> tuple[Any, list[Callable[..., object]]]:
+    """Straight-line code calling ``impls`` in order (pluggy's call order), as one function.
+
+    Each argument is read from the call's kwargs once, not once per impl; a missing one sends
+    the call to ``fallback``, pluggy's own loop, which names it exactly as pluggy does.
+    """
+    names: list[str] = []
+    for impl in impls:
+        names.extend(n for n in impl.argnames if n not in names)
+    shape = tuple(tuple(names.index(n) for n in impl.argnames) for impl in impls)
+    timed = slots is not None
+    with _TEMPLATES_LOCK:
+        factory = _TEMPLATES.get((shape, timed))
+        if factory is None:
+            factory = _TEMPLATES[(shape, timed)] = _template(shape, len(names), timed)
+    fs = [impl.function for impl in impls]
+    if slots is None:
+        return factory(fallback, *names, fs), fs
+    records = [slot.samples.append for slot in slots]
+
+    def fail(index: int, seconds: float) -> None:
+        slots[index].samples.append(seconds)
+        slots[index].error_marks.append(True)
+
+    return factory(fallback, perf_counter, fail, *names, fs, *records), fs
+
+
+def _template(
+    shape: tuple[tuple[int, ...], ...], arg_count: int, timed: bool
+) -> Callable[..., PlanRun]:
+    count = len(shape)
+    params = ["fallback"]
+    if timed:
+        params += ["clock", "fail"]
+    params += [f"n{j}" for j in range(arg_count)] + ["fs"]
+    if timed:
+        params += [f"t{i}" for i in range(count)]
+    body = ["def run(kw, firstresult):"]
+    if arg_count:
+        body += ["    try:"]
+        body += [f"        a{j} = kw[n{j}]" for j in range(arg_count)]
+        body += ["    except KeyError:", "        return fallback(kw, firstresult)"]
+    body += ["    results = []"]
+    indent = "    "
+    if timed:
+        body += ["    last = clock()", "    try:"]
+        indent = "        "
+    # ``i`` is kept for the drain (see _reaching) and for naming the impl that raised.
+    if not count:
+        body.append(f"{indent}i = 0")
+    for i, positions in enumerate(shape):
+        args = ", ".join(f"a{j}" for j in positions)
+        body.append(f"{indent}i = {i}")
+        body.append(f"{indent}r = fs[{i}]({args})")
+        if timed:
+            body.append(f"{indent}now = clock(); t{i}(now - last); last = now")
+        body += [
+            f"{indent}if r is not None:",
+            f"{indent}    if firstresult:",
+            f"{indent}        return r",
+            f"{indent}    results.append(r)",
+        ]
+    if timed:
+        body += ["    except BaseException:", "        fail(i, clock() - last)", "        raise"]
+    body.append("    return None if firstresult else results")
+    source = f"def make({', '.join(params)}):\n" + "\n".join("    " + line for line in body)
+    source += "\n    return run\n"
+    namespace: dict[str, Any] = {}
+    exec(compile(source, f"<helixhooks plan {shape!r}>", "exec"), namespace)
+    factory: Callable[..., PlanRun] = namespace["make"]
+    return factory
