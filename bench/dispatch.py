@@ -1,7 +1,9 @@
-"""Hook call cost through PluginSystem (metrics on), against a bare pluggy call of the same impls.
+"""Hook call cost through PluginSystem (metrics on), against bare pluggy on the same plugin objects.
 
-Target (DESIGN.md): 10 impls, metrics on, at most 1.25x the bare call.
-Run from the repository root: ``python bench/dispatch.py``.
+Target (DESIGN.md): for every shape, 10 impls, metrics on, at most 1.25x the bare pluggy call.
+Shapes: 1, 2, 3 and 5 arguments, firstresult, one old-style hookwrapper, one new-style wrapper;
+each at 1, 10 and 100 impls, so growth shows too. Figures are medians of interleaved batches.
+Run from the repository root: ``python bench/dispatch.py`` (``--quick`` for fewer repeats).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import atexit
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -19,94 +22,142 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pluggy
 
+from helixhooks._dispatch import FOLD_EVERY
 from helixhooks.config import Config
-from helixhooks.markers import PROJECT_NAME, hookimpl, hookspec
-from helixhooks.metrics import _FOLD_EVERY
+from helixhooks.markers import PROJECT_NAME, hookspec
 from helixhooks.system import PluginSystem
 
-# Metrics folds its raw samples every _FOLD_EVERY calls; whole multiples of it give every batch
-# the same share of that deferred work, so best-of cannot pick a batch that skipped it.
-CALLS_PER_BATCH = 2 * _FOLD_EVERY
-REPEATS = 100
+# Whole multiples of the fold period give every batch the same share of the deferred folding.
+CALLS_PER_BATCH = FOLD_EVERY
+REPEATS = 41
 TARGET = 1.25
-# (impls, hook): trivial impls of a one- and a two-argument hook
-CASES = ((1, "analyze"), (10, "analyze"), (1, "score"), (10, "score"))
-CALL_KWARGS: dict[str, dict[str, object]] = {
-    "analyze": {"text": "hello"},
-    "score": {"text": "hello", "weight": 2},
-}
+SIZES = (1, 10, 100)
 
 
 class Spec:
     @hookspec
-    def analyze(self, text: str) -> int:  # type: ignore[empty-body]
+    def one(self, a: int) -> int:  # type: ignore[empty-body]
         """One argument."""
 
     @hookspec
-    def score(self, text: str, weight: int) -> int:  # type: ignore[empty-body]
+    def two(self, a: int, b: int) -> int:  # type: ignore[empty-body]
         """Two arguments."""
 
+    @hookspec
+    def three(self, a: int, b: int, c: int) -> int:  # type: ignore[empty-body]
+        """Three arguments."""
 
-def _plugin_class() -> type:
-    # A fresh class per plugin, as real plugins are distinct classes.
-    class Analyzer:
-        @hookimpl
-        def analyze(self, text: str) -> int:
-            return 1
+    @hookspec
+    def five(self, a: int, b: int, c: int, d: int, e: int) -> int:  # type: ignore[empty-body]
+        """Five arguments."""
 
-        @hookimpl
-        def score(self, text: str, weight: int) -> int:
-            return weight
+    @hookspec(firstresult=True)
+    def first(self, a: int) -> int:  # type: ignore[empty-body]
+        """First non-None answer wins; every impl but the last answers None."""
 
-    return Analyzer
+    @hookspec
+    def old_wrapped(self, a: int) -> int:  # type: ignore[empty-body]
+        """Plain impls plus one old-style hookwrapper."""
 
-
-def _manager(impl_count: int) -> pluggy.PluginManager:
-    pm = pluggy.PluginManager(PROJECT_NAME)
-    pm.add_hookspecs(Spec)
-    for index in range(impl_count):
-        pm.register(_plugin_class()(), name=f"analyzer{index}")
-    return pm
+    @hookspec
+    def new_wrapped(self, a: int) -> int:  # type: ignore[empty-body]
+        """Plain impls plus one new-style wrapper."""
 
 
-def build_bare(impl_count: int) -> pluggy.HookRelay:
-    return _manager(impl_count).hook
+# (shape label, hook, kwargs)
+SHAPES = (
+    ("1 arg", "one", {"a": 1}),
+    ("2 args", "two", {"a": 1, "b": 2}),
+    ("3 args", "three", {"a": 1, "b": 2, "c": 3}),
+    ("5 args", "five", {"a": 1, "b": 2, "c": 3, "d": 4, "e": 5}),
+    ("firstresult", "first", {"a": 1}),
+    ("old hookwrapper", "old_wrapped", {"a": 1}),
+    ("new wrapper", "new_wrapped", {"a": 1}),
+)
 
-
-_PLUGIN_SOURCE = """
+_PLAIN = """
 import helixhooks as hh
 
 
-class Analyzer:
+class Plugin:
     @hh.hookimpl
-    def analyze(self, text):
-        return 1
+    def one(self, a):
+        return a
 
     @hh.hookimpl
-    def score(self, text, weight):
-        return weight
+    def two(self, a, b):
+        return b
+
+    @hh.hookimpl
+    def three(self, a, b, c):
+        return c
+
+    @hh.hookimpl
+    def five(self, a, b, c, d, e):
+        return e
+
+    @hh.hookimpl
+    def first(self, a):
+        return None
+
+    @hh.hookimpl
+    def old_wrapped(self, a):
+        return a
+
+    @hh.hookimpl
+    def new_wrapped(self, a):
+        return a
 """
+
+_WRAPPER = """
+import helixhooks as hh
+
+
+class Plugin:
+    @hh.hookimpl(trylast=True)
+    def first(self, a):
+        return a
+
+    @hh.hookimpl(hookwrapper=True)
+    def old_wrapped(self, a):
+        outcome = yield
+        outcome.get_result()
+
+    @hh.hookimpl(wrapper=True)
+    def new_wrapped(self, a):
+        result = yield
+        return result
+"""
+
 _systems: list[PluginSystem] = []
 
 
-def build_ours(impl_count: int) -> pluggy.HookRelay:
-    """The measured side: the same impls as plugin files, loaded and started by PluginSystem."""
+def build(impl_count: int) -> tuple[pluggy.HookRelay, pluggy.HookRelay]:
+    """(bare pluggy relay, system relay) over the same plugin objects."""
     root = Path(tempfile.mkdtemp(prefix="helix-dispatch-"))
     atexit.register(shutil.rmtree, root, True)
     for index in range(impl_count):
-        directory = root / f"analyzer{index}"
-        directory.mkdir()
-        (directory / "plugin.toml").write_text(
-            f'[plugin]\nname = "analyzer{index}"\nversion = "1.0.0"\nentry = "plugin:Analyzer"\n'
-        )
-        (directory / "plugin.py").write_text(_PLUGIN_SOURCE)
+        _write(root / f"p{index:03d}", f"p{index:03d}", _PLAIN)
+    _write(root / "wrapper", "wrapper", _WRAPPER)
     system = PluginSystem(Config(plugin_dirs=[root], entry_point_group=None), specs=[Spec])
     system.load_all()
     system.start_all()
     if system.problems:
         raise SystemExit(f"benchmark plugins did not load: {system.problems}")
     _systems.append(system)
-    return system.hook
+    bare = pluggy.PluginManager(PROJECT_NAME)
+    bare.add_hookspecs(Spec)
+    for name in sorted(system.names()):
+        bare.register(system.get(name).plugin, name=name)
+    return bare.hook, system.hook
+
+
+def _write(directory: Path, name: str, source: str) -> None:
+    directory.mkdir()
+    (directory / "plugin.toml").write_text(
+        f'[plugin]\nname = "{name}"\nversion = "1.0.0"\nentry = "plugin:Plugin"\n'
+    )
+    (directory / "plugin.py").write_text(source)
 
 
 def _batch(hook: Callable[..., object], kwargs: dict[str, object]) -> float:
@@ -116,33 +167,39 @@ def _batch(hook: Callable[..., object], kwargs: dict[str, object]) -> float:
     return (time.perf_counter() - start) / CALLS_PER_BATCH
 
 
-def measure(impl_count: int, hook_name: str) -> tuple[float, float]:
-    """Best ns/call of each side; batches alternate so drifting machine load hits both alike."""
-    bare = getattr(build_bare(impl_count), hook_name)
-    ours = getattr(build_ours(impl_count), hook_name)
-    kwargs = CALL_KWARGS[hook_name]
+def measure(
+    bare: Callable[..., object], ours: Callable[..., object], kwargs: dict[str, object]
+) -> tuple[float, float]:
+    """Median ns/call of each side over interleaved batches (drifting load hits both alike)."""
     if bare(**kwargs) != ours(**kwargs):
-        raise SystemExit("metrics changed the hook's results")
+        raise SystemExit("the dispatch changed the hook's results")
     bare_times, our_times = [], []
     for _ in range(REPEATS):
         bare_times.append(_batch(bare, kwargs))
         our_times.append(_batch(ours, kwargs))
-    return min(bare_times) * 1e9, min(our_times) * 1e9
+    return statistics.median(bare_times) * 1e9, statistics.median(our_times) * 1e9
 
 
 def main() -> None:
+    global REPEATS
+    if "--quick" in sys.argv:
+        REPEATS = 9
     print(f"Python {platform.python_version()}, pluggy {pluggy.__version__}")
-    print(f"{CALLS_PER_BATCH} calls per batch, best of {REPEATS} interleaved batches")
-    print(f"{'impls':>5} {'args':>4} {'bare ns/call':>13} {'system ns/call':>16} {'ratio':>6}")
-    worst = 0.0
-    for impl_count, hook_name in CASES:
-        bare, ours = measure(impl_count, hook_name)
-        args = len(CALL_KWARGS[hook_name])
-        print(f"{impl_count:>5} {args:>4} {bare:>13.0f} {ours:>16.0f} {ours / bare:>6.3f}")
-        if impl_count == 10:
-            worst = max(worst, ours / bare)
-    verdict = "meets" if worst <= TARGET else "MISSES"
-    print(f"10 impls: at worst {worst:.3f}x bare pluggy, {verdict} the {TARGET}x target")
+    print(f"{CALLS_PER_BATCH} calls per batch, median of {REPEATS} interleaved batches")
+    print(f"{'shape':<16} {'impls':>5} {'bare ns':>9} {'ours ns':>9} {'ratio':>6}")
+    worst: dict[str, float] = {}
+    relays = {size: build(size) for size in SIZES}
+    for label, hook_name, kwargs in SHAPES:
+        for size in SIZES:
+            bare, ours = (getattr(relay, hook_name) for relay in relays[size])
+            bare_ns, our_ns = measure(bare, ours, kwargs)
+            ratio = our_ns / bare_ns
+            print(f"{label:<16} {size:>5} {bare_ns:>9.0f} {our_ns:>9.0f} {ratio:>6.3f}")
+            if size == 10:
+                worst[label] = ratio
+    label, ratio = max(worst.items(), key=lambda item: item[1])
+    verdict = "meets" if ratio <= TARGET else "MISSES"
+    print(f"10 impls: worst shape {label!r} at {ratio:.3f}x bare pluggy: {verdict} {TARGET}x")
 
 
 if __name__ == "__main__":
