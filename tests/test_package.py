@@ -97,7 +97,12 @@ def _heavy(modules: list[str]) -> list[str]:
 
 
 def test_import_helixhooks_imports_nothing_else() -> None:
-    assert _imported_by("import helixhooks") == ["helixhooks"]
+    modules = _imported_by("import helixhooks")
+    # What the interpreter itself has preloaded differs between Python versions (3.10 has not
+    # imported importlib or warnings by then); no part of helixhooks and nothing heavy, though.
+    assert "helixhooks" in modules
+    assert [m for m in modules if m.startswith("helixhooks.")] == []
+    assert _heavy(modules) == []
 
 
 def test_a_plugin_that_uses_hookimpl_pulls_in_what_pluggy_does_only() -> None:
