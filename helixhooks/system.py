@@ -107,6 +107,9 @@ class PluginSystem:
         with self._lock:
             candidates = self.discovery.scan()
             self._scan_problems = list(self.discovery.problems)
+            known = {c.info.name for c in candidates} | set(self.registry.names())
+            for warning in self.config.unknown_plugin_config(known):
+                self.logger.warning("%s", warning)
             return self.lifecycle.load_all(candidates)
 
     def start_all(self) -> list[str]:
