@@ -10,14 +10,16 @@ Anchor: ``os.scandir`` of the same directory, ``tomllib.load`` of every ``plugin
 ``importlib.metadata.entry_points(group="helixhooks.plugins")``.
 
 Cold, on both sides alike, before every timed run: ``importlib.invalidate_caches()`` (which drops
-importlib.metadata's path cache and the import system's directory caches) and ``cache_clear()``
-of every ``functools.lru_cache`` in the helixhooks modules (version, constraint and dependency
-parses). The OS page cache is warm for both: the files are read once before timing. Runs are
-interleaved (anchor, ours, anchor, ours, ...) and the median of each side is reported.
+importlib.metadata's path cache and the import system's directory caches), ``cache_clear()`` of
+every ``functools.lru_cache`` in the helixhooks modules (version, constraint and dependency
+parses) and a ``gc.collect()``. The OS page cache is warm for both: the files are read once
+before timing. Runs are interleaved (anchor, ours, anchor, ours, ...) and the median of each side
+is reported.
 """
 
 from __future__ import annotations
 
+import gc
 import importlib
 import importlib.metadata
 import os
@@ -99,6 +101,7 @@ def make_cold() -> None:
     importlib.invalidate_caches()
     for cache in _lru_caches():
         cache.cache_clear()
+    gc.collect()  # both sides start with the collector's counts at zero
 
 
 def timed_cold(run: Callable[[], object]) -> float:

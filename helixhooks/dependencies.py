@@ -80,7 +80,9 @@ class DependencyResolver:
             self._fixed = _by_name(registry_or_infos)
         self._constraints: dict[str, Constraint] = {}
         self._versions: dict[str, Version] = {}
-        self._matches: dict[tuple[str, str], bool] = {}
+        # constraint -> version -> whether it matches: keyed in two steps, not by pairs, so that a
+        # large resolve allocates no key per edge (and leaves the garbage collector less to do).
+        self._matches: dict[str, dict[str, bool]] = {}
         self._unmatchable: dict[tuple[str, str], VersionError] = {}
 
     def resolve_order(self, names: Iterable[str] | None = None) -> list[str]:
@@ -185,7 +187,8 @@ class DependencyResolver:
                         broken[name] = MissingDependency(name, dep_name, constraint)
                     continue
                 if constraint is not None:
-                    satisfied = matches.get((constraint, target.version))
+                    by_version = matches.get(constraint)
+                    satisfied = None if by_version is None else by_version.get(target.version)
                     if satisfied is None:
                         satisfied = self._check(constraint, target.version)
                     if not satisfied and name not in broken:
@@ -205,7 +208,7 @@ class DependencyResolver:
         return [dependency.name for dependency in info.parsed_dependencies]
 
     def _satisfies(self, constraint: str, version: str) -> bool:
-        satisfied = self._matches.get((constraint, version))
+        satisfied = self._matches.get(constraint, {}).get(version)
         return self._check(constraint, version) if satisfied is None else satisfied
 
     def _check(self, constraint: str, version: str) -> bool:
@@ -223,7 +226,7 @@ class DependencyResolver:
             # four release numbers): it is not a match, and the reason is kept for the error.
             self._unmatchable[(constraint, version)] = exc
             satisfied = False
-        self._matches[(constraint, version)] = satisfied
+        self._matches.setdefault(constraint, {})[version] = satisfied
         return satisfied
 
     def _conflict(
