@@ -35,7 +35,11 @@ class BoundedCall(Generic[T]):
         self.error: BaseException | None = None
         self.duration = 0.0
         self._fn = fn
-        self._finished = threading.Event()
+        # Held until the call finishes: acquiring a held lock with a timeout is the cheapest
+        # wait there is (an Event builds a Condition and a lock per wait).
+        self._latch = threading.Lock()
+        self._latch.acquire()
+        self._done = False
         self._lock = threading.Lock()
         self._abandoned = False
         self._ident: int | None = None
@@ -44,7 +48,7 @@ class BoundedCall(Generic[T]):
 
     @property
     def done(self) -> bool:
-        return self._finished.is_set()
+        return self._done
 
     @property
     def thread_name(self) -> str:
@@ -56,11 +60,12 @@ class BoundedCall(Generic[T]):
 
     def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds; False means the call overran and is now abandoned."""
-        if self._finished.wait(max(timeout, 0.0)):
+        if self._latch.acquire(timeout=min(max(timeout, 0.0), threading.TIMEOUT_MAX)):
+            self._latch.release()
             return True
         with self._lock:
             # It may have finished between the wait expiring and taking the lock: then it counts.
-            if self._finished.is_set():
+            if self._done:
                 return True
             self._abandoned = True
             if self._ident is not None:
@@ -83,7 +88,8 @@ class BoundedCall(Generic[T]):
             abandoned = self._abandoned
             # Back in the pool before the waiter wakes, so that its next call finds this worker.
             kept = not abandoned and worker.rejoin()
-            self._finished.set()
+            self._done = True
+            self._latch.release()
             _ABANDONED.discard(self._ident)
         if abandoned:
             outcome = f"raised {self.error!r}" if self.error is not None else "finished"

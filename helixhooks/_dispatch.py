@@ -45,6 +45,8 @@ _log = logging.getLogger("helixhooks.dispatch")
 # with a mask): it bounds the raw samples held, and 512-1024 measured cheapest.
 FOLD_EVERY = 1024
 _FOLD_MASK = FOLD_EVERY - 1
+# Hooks called once per start or stop: their plans are not worth keeping with the plugin.
+_ONCE = frozenset({"helix_init", "helix_start", "helix_stop"})
 # Plans kept besides the newest per hook, for callers that alternate lists (subset callers).
 _RECENT_PLANS = 32
 
@@ -94,7 +96,8 @@ class Term:
         # Retired by a stop: calls already under way skip its impls. By a swap they still run
         # them (the new generation is not in their list), and the drain waits for them.
         self.skipped = False
-        self.plans: weakref.WeakSet[_Plan] = weakref.WeakSet()
+        # Made on first use: most terms never serve a broadcast call, and a WeakSet is large.
+        self.plans: weakref.WeakSet[_Plan] | None = None
 
 
 class _Plan:
@@ -193,10 +196,21 @@ class Dispatch:
         compat.install_hookexec(pm, self.hookexec)
 
     def activate(self, generation: Generation) -> list[tuple[str, HookImpl]]:
-        """Begin a new term for ``generation``: fresh impl copies for the live manager."""
+        """Begin a new term for ``generation``: its impls for the live manager.
+
+        The first term takes the impls made at load; later ones get fresh copies, since the
+        impls of an ended term stay dead for good.
+        """
         term = Term(generation)
         generation.term = term
-        return [(hook, compat.owned_copy(impl, term)) for hook, impl in generation.impls]
+        live: list[tuple[str, HookImpl]] = []
+        for hook, impl in generation.impls:
+            if isinstance(impl, compat.OwnedImpl) and impl.owner is None:
+                impl.owner = term
+            else:
+                impl = compat.owned_copy(impl, term)
+            live.append((hook, impl))
+        return live
 
     def retire(
         self, generation: Generation, *, successors: Mapping[HookImpl, HookImpl] | None = None
@@ -220,7 +234,7 @@ class Dispatch:
             term.retired = True
             term.skipped = successors is None
             term.successors = successors or {}
-            for plan in list(term.plans):
+            for plan in list(term.plans or ()):
                 plan.dead = True
                 steps = plan.steps
                 if steps is not None and term.skipped:
@@ -245,7 +259,7 @@ class Dispatch:
         while True:
             ignored = {get_ident(), *abandoned_threads()}
             busy = sum(1 for ident in term.generation.calls if ident not in ignored)
-            for plan in list(term.plans):
+            for plan in list(term.plans or ()):
                 busy += _reaching(plan, term, [i for i in plan.calls if i not in ignored])
             if not busy:
                 return True
@@ -282,7 +296,7 @@ class Dispatch:
                 raise NotServing(generation.name)
             impls = generation._direct.get(hook_name)
             if impls is None:
-                impls = self._direct_list(generation, hook_name)
+                impls = self._direct_list(generation, hook_name, keep=hook_name not in _ONCE)
             return self._pm._hookexec(hook_name, impls, kwargs, firstresult)
         finally:
             calls.remove(me)
@@ -323,24 +337,35 @@ class Dispatch:
                 live = [impl for impl in map(_serving, passed) if impl is not None]
                 plan = self._build(hook_name, passed, live, key)
                 for impl in live:
-                    if isinstance(impl, compat.OwnedImpl):
-                        impl.owner.plans.add(plan)
+                    term = getattr(impl, "owner", None)
+                    if term is not None:
+                        if term.plans is None:
+                            term.plans = weakref.WeakSet()
+                        term.plans.add(plan)
                 self._recent[key] = plan
                 if len(self._recent) > _RECENT_PLANS:
                     del self._recent[next(iter(self._recent))]
             self._plans[hook_name] = plan
         return plan
 
-    def _direct_list(self, generation: Generation, hook_name: str) -> _DirectList:
+    def _direct_list(self, generation: Generation, hook_name: str, *, keep: bool) -> _DirectList:
         impls = _DirectList(impl for hook, impl in generation.impls if hook == hook_name)
-        impls.plan = self._build(hook_name, list(impls), list(impls), (hook_name,))
-        generation._direct[hook_name] = impls
+        # Lifecycle hooks are timed as phases (PluginStats.init_time...), not as hook calls.
+        impls.plan = self._build(hook_name, list(impls), list(impls), (hook_name,), timed=keep)
+        if keep:
+            generation._direct[hook_name] = impls
         return impls
 
     def _build(
-        self, hook_name: str, passed: list[HookImpl], impls: list[HookImpl], key: tuple[object, ...]
+        self,
+        hook_name: str,
+        passed: list[HookImpl],
+        impls: list[HookImpl],
+        key: tuple[object, ...],
+        *,
+        timed: bool = True,
     ) -> _Plan:
-        metrics = self._metrics
+        metrics = self._metrics if timed else None
         slots = (
             [metrics.slot(impl.plugin_name, hook_name) for impl in impls]
             if metrics is not None
@@ -356,7 +381,11 @@ class Dispatch:
 def _serving(impl: HookImpl) -> HookImpl | None:
     """``impl``, or what replaced it if its term is retired; None if nothing did."""
     current: HookImpl | None = impl
-    while isinstance(current, compat.OwnedImpl) and current.owner.retired:
+    while (
+        isinstance(current, compat.OwnedImpl)
+        and current.owner is not None
+        and current.owner.retired
+    ):
         current = current.owner.successors.get(current)
     return current
 
@@ -410,7 +439,13 @@ def _runner(hook_name: str, impls: list[HookImpl], slots: list[_Slot] | None) ->
         copies = _timed_copies(impls, slots)
         run = functools.partial(compat.multicall, hook_name, copies)
         return _Runner(run, None, frozenset(owners) - {None})
-    fallback = functools.partial(compat.multicall, hook_name, _timed_copies(plain, plain_slots))
+
+    def fallback(kwargs: Mapping[str, object], firstresult: bool) -> object:
+        # A missing argument: pluggy's loop names it exactly as pluggy does (a rare path, so
+        # its timed copies are made per call rather than kept with the plan).
+        impls = _timed_copies(plain, plain_slots)
+        return compat.multicall(hook_name, impls, kwargs, firstresult)
+
     call_order = list(reversed(plain))
     run_plain, fs = _compile_plain(call_order, _reversed(plain_slots), fallback)
     steps = _Steps(run_plain.__code__, fs, [getattr(impl, "owner", None) for impl in call_order])

@@ -30,6 +30,7 @@ import attrs
 import pluggy
 from pluggy import HookImpl, HookspecOpts
 
+from . import _pluggy_compat as compat
 from ._bounded import BoundedCall
 from ._dispatch import Generation
 from .config import Config
@@ -92,7 +93,8 @@ def _registered_impls(pm: pluggy.PluginManager, plugin: object) -> list[tuple[st
         impls = [impl for impl in caller.get_hookimpls() if impl.plugin is plugin]
         # Each trylast impl went first, so a caller holds those in reverse registration order.
         ordered = [i for i in impls if not i.trylast] + [i for i in reversed(impls) if i.trylast]
-        registered.extend((hook_name, impl) for impl in ordered)
+        # Owned by no term yet: the plugin's first activation takes these very impls.
+        registered.extend((hook_name, compat.owned_copy(impl, None)) for impl in ordered)
     return registered
 
 
@@ -110,17 +112,25 @@ class Loader:
         self.logger = logger if logger is not None else logging.getLogger("helixhooks.loader")
         self.metrics = metrics
         self._specs: list[HookspecNamespace] = [LifecycleSpec]
-        for spec in specs:
-            self.add_hookspecs(spec)
         self._generations: dict[str, int] = {}
         self._spec_opts: dict[tuple[HookspecNamespace, str], HookspecOpts | None] = {}
         self._live: dict[str, list[LoadedPlugin]] = {}
+        # id of each loaded plugin object -> (the object, its plugin's name)
+        self._owners: dict[int, tuple[object, str]] = {}
+        # One manager with every spec validates each load in turn (registered, checked, then
+        # unregistered): building one per load cost more than the validation itself.
+        self._scratch: pluggy.PluginManager | None = None
+        self._scratch_lock = threading.Lock()
+        for spec in specs:
+            self.add_hookspecs(spec)
 
     def add_hookspecs(self, spec: object) -> None:
         """Validate later loads against ``spec`` (a class or module of hookspecs) too."""
         namespace = hookspec_namespace(spec)
         if namespace not in self._specs:
             self._specs.append(namespace)
+            with self._scratch_lock:
+                self._scratch = None
 
     def load(self, candidate_or_path: PluginCandidate | str | os.PathLike[str]) -> LoadedPlugin:
         """Import a plugin as a new generation and validate it; a failure leaves no module behind.
@@ -160,7 +170,7 @@ class Loader:
                 raise run.error
             assert run.value is not None, "a finished import returns the module and plugin"
             module, plugin = run.value
-            impls = self._validate(candidate, module, plugin)
+            impls = self._validated(candidate, module, plugin)
             with _LOAD_LOCK:
                 self._refuse_shared_object(candidate, plugin)
                 loaded = LoadedPlugin(
@@ -173,6 +183,7 @@ class Loader:
                     modules=_created_modules(candidate, private_name, known_modules),
                 )
                 self._live.setdefault(name, []).append(loaded)
+                self._owners[id(plugin)] = (plugin, name)
                 self._generations[name] = max(generation, self._generations.get(name, 0))
         except BaseException:
             for key in _created_modules(candidate, private_name, known_modules):
@@ -191,17 +202,22 @@ class Loader:
         )
         return loaded
 
+    def _disown(self, loaded: LoadedPlugin) -> None:
+        owner = self._owners.get(id(loaded.plugin))
+        if owner is not None and owner[0] is loaded.plugin and owner[1] == loaded.name:
+            del self._owners[id(loaded.plugin)]
+
     def _refuse_shared_object(self, candidate: PluginCandidate, plugin: object) -> None:
         """Two plugins (say, two entry points) naming one object would share its hookimpls."""
-        for other, generations in self._live.items():
-            if other != candidate.info.name and any(g.plugin is plugin for g in generations):
-                raise LoadError(
-                    f"its entry names the same object as plugin {other!r} ({plugin!r})",
-                    plugin=candidate.info.name,
-                    path=candidate.location,
-                    hint="give each plugin an object of its own, or remove one of the two "
-                    "entry points",
-                )
+        owner = self._owners.get(id(plugin))
+        if owner is not None and owner[0] is plugin and owner[1] != candidate.info.name:
+            other = owner[1]
+            raise LoadError(
+                f"its entry names the same object as plugin {other!r} ({plugin!r})",
+                plugin=candidate.info.name,
+                path=candidate.location,
+                hint="give each plugin an object of its own, or remove one of the two entry points",
+            )
 
     def loaded(self, name: str) -> LoadedPlugin | None:
         """The newest generation of ``name`` still loaded, or None."""
@@ -217,6 +233,7 @@ class Loader:
         with _LOAD_LOCK:
             generations = self._live.pop(name, [])
             for loaded in generations:
+                self._disown(loaded)
                 _drop_modules(loaded)
         if generations:
             self.logger.debug("unloaded %s", name)
@@ -232,6 +249,7 @@ class Loader:
                 generations.remove(loaded)
                 if not generations:
                     del self._live[loaded.name]
+            self._disown(loaded)
             _drop_modules(loaded)
         self.logger.debug("discarded %s generation %d", loaded.name, loaded.generation)
 
@@ -344,17 +362,33 @@ class Loader:
     def _validate(
         self, candidate: PluginCandidate, module: types.ModuleType, plugin: object
     ) -> list[tuple[str, HookImpl]]:
-        """Parse and check ``plugin``'s hookimpls on a scratch manager with every spec.
+        """Parse and check ``plugin``'s hookimpls on the scratch manager with every spec.
 
-        Returns (hook name, impl) in ``pm.register``'s order; the manager is dropped, so a
-        loaded plugin costs its impls and nothing more.
+        Returns (hook name, impl) in ``pm.register``'s order; the plugin leaves the manager
+        again, so a loaded plugin costs its impls and nothing more.
         """
-        pm = _PrivateManager(self._spec_opts)
-        for spec in self._specs:
-            pm.add_hookspecs(spec)
+        with self._scratch_lock:
+            pm = self._scratch
+            if pm is None:
+                pm = self._scratch = _PrivateManager(self._spec_opts)
+                for spec in self._specs:
+                    pm.add_hookspecs(spec)
+            try:
+                pm.register(plugin, name=candidate.info.name)
+                pm.check_pending()
+                impls = _registered_impls(pm, plugin)
+                pm.unregister(plugin)
+            except BaseException:
+                # pluggy may leave a half-registered plugin behind (1.4 does): start afresh.
+                self._scratch = None
+                raise
+            return impls
+
+    def _validated(
+        self, candidate: PluginCandidate, module: types.ModuleType, plugin: object
+    ) -> list[tuple[str, HookImpl]]:
         try:
-            pm.register(plugin, name=candidate.info.name)
-            pm.check_pending()
+            return self._validate(candidate, module, plugin)
         except pluggy.PluginValidationError as exc:
             raise LoadError(
                 "hookimpl does not fit the host's hookspecs: " + "; ".join(str(exc).splitlines()),
@@ -362,7 +396,6 @@ class Loader:
                 path=module.__file__ or candidate.location,
                 hint=MISFIT_HINT,
             ) from exc
-        return _registered_impls(pm, plugin)
 
 
 class _PrivateManager(pluggy.PluginManager):
@@ -440,7 +473,7 @@ def _drop_modules(loaded: LoadedPlugin) -> None:
     # The finder's record also holds submodules the plugin imported lazily, after load.
     root = _private_name(loaded.name, loaded.generation)
     with _FINDER_LOCK:
-        found = _FINDER.found.pop(root, set())
+        found = _FINDER.found.pop(root, [])
     for key in {*loaded.modules, *found}:
         sys.modules.pop(key, None)
 
@@ -629,7 +662,7 @@ class _PluginFinder(importlib.abc.MetaPathFinder):
     """
 
     def __init__(self) -> None:
-        self.found: dict[str, set[str]] = {}
+        self.found: dict[str, list[str]] = {}
 
     def find_spec(
         self,
@@ -642,7 +675,7 @@ class _PluginFinder(importlib.abc.MetaPathFinder):
         leaf = fullname.rpartition(".")[2]
         root = ".".join(fullname.split(".", 4)[:4])
         with _FINDER_LOCK:
-            self.found.setdefault(root, set()).add(fullname)
+            self.found.setdefault(root, []).append(fullname)
         for entry in path:
             package_init = Path(entry, leaf, "__init__.py")
             if package_init.is_file():

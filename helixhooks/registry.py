@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import builtins
 import threading
-from collections import deque
 from typing import TYPE_CHECKING
 
 import attrs
@@ -88,7 +87,7 @@ class Registry:
         for spec in specs:
             self.add_hookspecs(spec)
         self._records: dict[str, PluginRecord] = {}
-        self._history: dict[str, deque[str]] = {}
+        self._history: dict[str, builtins.list[str]] = {}
         # dependency name -> names of the recorded plugins that declare it
         self._dependents: dict[str, set[str]] = {}
 
@@ -198,10 +197,10 @@ class Registry:
                     del self._dependents[dependency.name]
 
     def _remember(self, name: str, version: str) -> None:
-        history = self._history.get(name)
-        if history is None:
-            history = self._history[name] = deque(maxlen=HISTORY_LIMIT)
+        history = self._history.setdefault(name, [])
         history.append(version)
+        if len(history) > HISTORY_LIMIT:
+            del history[:-HISTORY_LIMIT]
 
     def set_state(self, name: str, state: PluginState, error: BaseException | None = None) -> None:
         """Move ``name`` to ``state`` if plugin.TRANSITIONS allows; ``error`` replaces the last."""
