@@ -3,8 +3,10 @@
 pluggy's public API cannot put one dispatch under every hook call, swap an implementation list in
 one step, or reuse implementations parsed once; the few private names that can are reached only
 through this module. Each release from 1.4 to 1.7 was read for them, and tox runs the suite on
-each. An unknown pluggy fails here, at import, with what to install instead of a wrong answer in
-the middle of a hook call.
+each. A pluggy without them fails here, at import, with what to install instead of a wrong answer
+in the middle of a hook call. Its version is checked at import too where pluggy has it at hand
+(up to 1.6); from 1.7 pluggy reads it from its distribution metadata, which costs more than the
+rest of ``import helixhooks``, so the check waits for the first live manager.
 """
 
 from __future__ import annotations
@@ -28,14 +30,23 @@ def _release(version: str) -> tuple[int, int] | None:
     return (int(match[1]), int(match[2])) if match else None
 
 
+def unsupported(version: str) -> str | None:
+    """Why pluggy ``version`` will not do, or None when it is supported."""
+    release = _release(version)
+    if release is not None and (1, 4) <= release < (1, 8):
+        return None
+    return (
+        f"helixhooks needs pluggy {SUPPORTED}, but pluggy {version} is installed: "
+        f"install a supported one with `pip install 'pluggy{SUPPORTED}'`"
+    )
+
+
 def _check() -> tuple[Callable[..., object], bool]:
     """pluggy's ``_multicall``, and whether it passes impl arguments that have defaults."""
-    release = _release(pluggy.__version__)
-    if release is None or not (1, 4) <= release < (1, 8):
-        raise ImportError(
-            f"helixhooks needs pluggy {SUPPORTED}, but pluggy {pluggy.__version__} is installed: "
-            f"install a supported one with `pip install 'pluggy{SUPPORTED}'`"
-        )
+    eager = vars(pluggy).get("__version__")
+    problem = unsupported(eager) if isinstance(eager, str) else None
+    if problem is not None:
+        raise ImportError(problem)
     try:
         from pluggy._callers import _multicall
 
@@ -53,11 +64,12 @@ def _check() -> tuple[Callable[..., object], bool]:
         missing = [f"pluggy._callers._multicall ({exc})"]
     if missing:
         raise ImportError(
-            f"pluggy {pluggy.__version__} lacks internals helixhooks relies on "
+            f"the installed pluggy lacks internals helixhooks relies on "
             f"({', '.join(missing)}): install pluggy{SUPPORTED}"
         )
-    # pluggy 1.7 started handing impls the hook arguments that their defaults stand in for.
-    return _multicall, release >= (1, 7)
+    # pluggy 1.7 started handing impls the hook arguments that their defaults stand in for;
+    # read off its loop itself, which is what decides it.
+    return _multicall, "kwargnames" in _multicall.__code__.co_names
 
 
 _IMPL_SLOTS = (
@@ -74,6 +86,7 @@ _IMPL_SLOTS = (
 )
 
 multicall, PASSES_DEFAULTS = _check()
+_version_checked = isinstance(vars(pluggy).get("__version__"), str)
 
 
 class OwnedImpl(HookImpl):  # type: ignore[misc]  # pluggy marks HookImpl final for its users
@@ -102,7 +115,14 @@ def install_hookexec(pm: pluggy.PluginManager, hookexec: HookExec) -> None:
 
     ``enable_tracing`` and ``add_hookcall_monitoring`` wrap whatever ``_inner_hookexec`` holds,
     and their undo puts it back, so ours stays innermost and theirs keep working on top.
+    The first call checks pluggy's version where import could not (see the module docstring).
     """
+    global _version_checked
+    if not _version_checked:
+        problem = unsupported(pluggy.__version__)
+        if problem is not None:
+            raise ImportError(problem)
+        _version_checked = True
     pm._inner_hookexec = hookexec  # type: ignore[assignment]  # same contract, looser types
 
 

@@ -22,7 +22,6 @@ import time
 import traceback
 import types
 from collections.abc import Callable, Sequence
-from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -150,7 +149,11 @@ class Loader:
                 # Another Loader's generation of a plugin with this name lives there.
                 generation += 1
         private_name = _private_name(name, generation)
-        known_modules = frozenset(sys.modules)
+        # Only an entry point needs to tell its new modules from the rest by a before/after
+        # difference; a private package's are all under its name (and the finder records them).
+        known_modules = (
+            frozenset(sys.modules) if not isinstance(candidate.source, Path) else frozenset()
+        )
         run = BoundedCall(
             lambda: self._import(candidate, private_name), plugin=name, phase="import"
         )
@@ -188,6 +191,8 @@ class Loader:
         except BaseException:
             for key in _created_modules(candidate, private_name, known_modules):
                 sys.modules.pop(key, None)
+            with _FINDER_LOCK:
+                _FINDER.found.pop(private_name, None)
             raise
         seconds = time.perf_counter() - started
         if self.metrics is not None:
@@ -270,7 +275,7 @@ class Loader:
         """The entry module and the object to register with pluggy."""
         info = candidate.info
         source = candidate.source
-        if isinstance(source, EntryPoint):
+        if not isinstance(source, Path):
             module_name, attribute = source.module, source.attr or None
             module = self._run_import(candidate, lambda: importlib.import_module(module_name))
         else:
@@ -458,13 +463,13 @@ def _created_modules(
     For an entry point, only its own package: a first import of json or requests by the plugin
     is not the plugin's to remove.
     """
-    if isinstance(candidate.source, EntryPoint):
-        package = candidate.source.module.partition(".")[0]
-    else:
-        package = private_name
+    if isinstance(candidate.source, Path):
+        with _FINDER_LOCK:
+            found = list(_FINDER.found.get(private_name, ()))
+        return tuple(sorted(k for k in {private_name, *found} if k in sys.modules))
+    package = candidate.source.module.partition(".")[0]
     prefix = package + "."
-    # The set difference runs in C: scanning every module name per load would grow with the
-    # number of plugins loaded.
+    # The set difference runs in C; only entry-point loads pay it.
     added = sys.modules.keys() - known
     return tuple(sorted(key for key in added if key == package or key.startswith(prefix)))
 
@@ -482,7 +487,7 @@ def _fault_file(exc: BaseException, candidate: PluginCandidate, fallback: str | 
     """The plugin file an exception comes from: the innermost traceback frame inside the plugin."""
     if isinstance(exc, SyntaxError) and exc.filename:
         return exc.filename
-    if not isinstance(candidate.source, EntryPoint):
+    if isinstance(candidate.source, Path):
         root = Path(candidate.source).absolute()
         for frame in reversed(traceback.extract_tb(exc.__traceback__)):
             if Path(frame.filename).is_relative_to(root):

@@ -7,15 +7,17 @@ import functools
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from importlib.metadata import EntryPoint
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import pluggy
 
 from .errors import ManifestError, VersionError
 from .versioning import parse_constraint, parse_version
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
 
 NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,127}")
 # The name is greedy: a constraint must be set off by spaces or start with an operator.
@@ -401,6 +403,6 @@ class PluginCandidate:
     @property
     def location(self) -> str:
         """Where the plugin comes from, for messages."""
-        if isinstance(self.source, EntryPoint):
+        if not isinstance(self.source, Path):
             return f"entry point {self.source.group}:{self.source.name} = {self.source.value}"
         return str(self.source)
