@@ -232,8 +232,10 @@ class DependencyResolver:
     def _conflict(
         self, plugin: str, dependency: str, constraint: str, found: str
     ) -> VersionConflict:
-        conflict = VersionConflict(plugin, dependency, constraint, found)
-        conflict.__cause__ = self._unmatchable.get((constraint, found))
+        cause = self._unmatchable.get((constraint, found))
+        reason = cause.message if cause is not None else None
+        conflict = VersionConflict(plugin, dependency, constraint, found, reason)
+        conflict.__cause__ = cause
         return conflict
 
 

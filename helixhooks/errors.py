@@ -127,14 +127,22 @@ class CyclicDependency(DependencyError):
 
 
 class VersionConflict(DependencyError):
-    """``plugin`` requires ``dependency`` matching ``constraint`` but ``found`` is present."""
+    """``plugin`` requires ``dependency`` matching ``constraint`` but ``found`` is present.
 
-    def __init__(self, plugin: str, dependency: str, constraint: str, found: str) -> None:
+    ``reason`` says why, when the version cannot match at all (say, a PEP 440 version that has
+    no SemVer reading checked against an npm range).
+    """
+
+    def __init__(
+        self, plugin: str, dependency: str, constraint: str, found: str, reason: str | None = None
+    ) -> None:
         self.dependency = dependency
         self.constraint = constraint
         self.found = found
+        self.reason = reason
+        because = f": {reason}" if reason else ""
         super().__init__(
-            f"requires {dependency} {constraint!r} but version {found} is present",
+            f"requires {dependency} {constraint!r} but version {found} is present{because}",
             plugin=plugin,
             path=constraint,
             hint=f"install a version of {dependency!r} matching {constraint!r}, "

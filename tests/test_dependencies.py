@@ -198,6 +198,10 @@ def test_npm_range_against_a_version_it_cannot_read_is_a_conflict_with_the_reaso
     assert caught.value.found == "1.2.3.4"
     assert isinstance(caught.value.__cause__, VersionError)
     assert "SemVer" in str(caught.value.__cause__)
+    # The reason is in the message itself, not only in __cause__ (which a log line drops).
+    assert "4 release numbers" in str(caught.value)
+    assert caught.value.reason is not None
+    assert pickle.loads(pickle.dumps(caught.value)).reason == caught.value.reason
     resolver = DependencyResolver(plugins)
     assert resolver.check_dependencies(plugins[0]) == (False, ["bravo"])
 
