@@ -350,10 +350,16 @@ class Dispatch:
 
     def _direct_list(self, generation: Generation, hook_name: str, *, keep: bool) -> _DirectList:
         impls = _DirectList(impl for hook, impl in generation.impls if hook == hook_name)
-        # Lifecycle hooks are timed as phases (PluginStats.init_time...), not as hook calls.
-        impls.plan = self._build(hook_name, list(impls), list(impls), (hook_name,), timed=keep)
         if keep:
+            impls.plan = self._build(hook_name, list(impls), list(impls), (hook_name,))
             generation._direct[hook_name] = impls
+        else:
+            # A lifecycle hook runs once per start or stop and is timed as a phase
+            # (PluginStats.init_time...): pluggy's own loop runs it, with nothing compiled.
+            run = functools.partial(compat.multicall, hook_name, list(impls))
+            impls.plan = _Plan(
+                hook_name, [], (hook_name,), _Runner(run, None, frozenset()), _nothing
+            )
         return impls
 
     def _build(
@@ -362,10 +368,8 @@ class Dispatch:
         passed: list[HookImpl],
         impls: list[HookImpl],
         key: tuple[object, ...],
-        *,
-        timed: bool = True,
     ) -> _Plan:
-        metrics = self._metrics if timed else None
+        metrics = self._metrics
         slots = (
             [metrics.slot(impl.plugin_name, hook_name) for impl in impls]
             if metrics is not None

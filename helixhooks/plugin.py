@@ -311,10 +311,10 @@ class PluginContext:
     config: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping, hash=False)
     path: Path | None = None
     hook: pluggy.HookRelay | None = attrs.field(default=None, eq=False, hash=False, repr=False)
-    logger: logging.Logger = attrs.field(eq=False, hash=False)
 
-    @logger.default
-    def _logger(self) -> logging.Logger:
+    @property
+    def logger(self) -> logging.Logger:
+        """``helixhooks.plugin.<name>``: made on first use, as most plugins never log."""
         return logging.getLogger(f"helixhooks.plugin.{self.name}")
 
 
