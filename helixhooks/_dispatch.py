@@ -146,10 +146,12 @@ class _Steps:
     local ``i``; a drain reads it from the call's frame to wait only for a call inside one.
     """
 
-    __slots__ = ("code", "fs", "owners")
+    __slots__ = ("codes", "fs", "owners")
 
-    def __init__(self, code: object, fs: list[Callable[..., object]], owners: list[object]):
-        self.code = code
+    def __init__(
+        self, codes: tuple[object, ...], fs: list[Callable[..., object]], owners: list[object]
+    ):
+        self.codes = codes
         self.fs = fs
         self.owners = owners
 
@@ -407,7 +409,7 @@ def _reaching(plan: _Plan, term: Term, idents: list[int]) -> int:
     for ident in idents:
         frame = frames.get(ident)
         while frame is not None and not (
-            frame.f_code is steps.code and frame.f_locals.get("fs") is steps.fs
+            frame.f_code in steps.codes and frame.f_locals.get("fs") is steps.fs
         ):
             frame = frame.f_back
         if frame is None:
@@ -451,17 +453,25 @@ def _runner(hook_name: str, impls: list[HookImpl], slots: list[_Slot] | None) ->
         return compat.multicall(hook_name, impls, kwargs, firstresult)
 
     call_order = list(reversed(plain))
-    run_plain, fs = _compile_plain(call_order, _reversed(plain_slots), fallback)
-    steps = _Steps(run_plain.__code__, fs, [getattr(impl, "owner", None) for impl in call_order])
+    run_plain, run_args, names, fs = _compile_plain(call_order, _reversed(plain_slots), fallback)
+    steps = _Steps(
+        (run_plain.__code__, run_args.__code__),
+        fs,
+        [getattr(impl, "owner", None) for impl in call_order],
+    )
     wrappers = [impl for impl, wrapper in zip(impls, is_wrapper, strict=True) if wrapper]
     if not wrappers:
         return _Runner(run_plain, steps, frozenset())
 
+    # pluggy runs the wrappers, with every plain impl as one block in their place; the block
+    # returns the hook's final answer, which firstresult=True hands over unchanged.
+    lists = tuple(
+        [_Block(functools.partial(run_args, firstresult), tuple(names)), *wrappers]
+        for firstresult in (False, True)
+    )
+
     def run_wrapped(kwargs: Mapping[str, object], firstresult: bool) -> object:
-        # pluggy runs the wrappers, with every plain impl as one block in their place; the
-        # block returns the hook's final answer, which firstresult=True hands over unchanged.
-        block = _Block(functools.partial(run_plain, kwargs, firstresult))
-        return compat.multicall(hook_name, [block, *wrappers], kwargs, True)
+        return compat.multicall(hook_name, lists[firstresult], kwargs, True)
 
     wrapper_owners = frozenset(getattr(impl, "owner", None) for impl in wrappers) - {None}
     return _Runner(run_wrapped, steps, wrapper_owners)
@@ -472,18 +482,23 @@ def _reversed(slots: list[_Slot] | None) -> list[_Slot] | None:
 
 
 class _Block:
-    """Stands in, for pluggy's ``_multicall``, for all the plain impls of a wrapped hook."""
+    """Stands in, for pluggy's ``_multicall``, for all the plain impls of a wrapped hook.
 
-    __slots__ = ("function",)
-    argnames: tuple[str, ...] = ()
+    ``argnames`` are every argument the plain impls take, so pluggy reads them for the block
+    as it would for the impls (a missing one is pluggy's own HookCallError, raised where the
+    first plain impl would be called).
+    """
+
+    __slots__ = ("argnames", "function")
     kwargnames: tuple[str, ...] = ()
     wrapper = False
     hookwrapper = False
     plugin = None
     plugin_name = "<helixhooks>"
 
-    def __init__(self, function: Callable[[], object]) -> None:
+    def __init__(self, function: Callable[..., object], argnames: tuple[str, ...]) -> None:
         self.function = function
+        self.argnames = argnames
 
 
 def _timed_copies(impls: list[HookImpl], slots: list[_Slot] | None) -> list[HookImpl]:
@@ -517,17 +532,19 @@ def _timed_copy(impl: HookImpl, slot: _Slot) -> HookImpl:
 
 
 # Generated plan code, by shape: each impl's argument positions, and whether calls are timed.
-_TEMPLATES: dict[tuple[tuple[tuple[int, ...], ...], bool], Callable[..., PlanRun]] = {}
+_TEMPLATES: dict[tuple[tuple[tuple[int, ...], ...], bool], Callable[..., Any]] = {}
 _TEMPLATES_LOCK = threading.Lock()
 
 
 def _compile_plain(
     impls: list[HookImpl], slots: list[_Slot] | None, fallback: PlanRun
-) -> tuple[Any, list[Callable[..., object]]]:
-    """Straight-line code calling ``impls`` in order (pluggy's call order), as one function.
+) -> tuple[Any, Any, list[str], list[Callable[..., object]]]:
+    """Straight-line code calling ``impls`` in order (pluggy's call order).
 
-    Each argument is read from the call's kwargs once, not once per impl; a missing one sends
-    the call to ``fallback``, pluggy's own loop, which names it exactly as pluggy does.
+    Returns ``run`` and ``run_args`` (see _template), the argument names in ``run_args``'
+    order, and ``fs``, the functions the code calls. Each argument is read from the call's
+    kwargs once, not once per impl; a missing one sends the call to ``fallback``, pluggy's own
+    loop, which names it exactly as pluggy does.
     """
     names: list[str] = []
     for impl in impls:
@@ -540,19 +557,24 @@ def _compile_plain(
             factory = _TEMPLATES[(shape, timed)] = _template(shape, len(names), timed)
     fs = [impl.function for impl in impls]
     if slots is None:
-        return factory(fallback, *names, fs), fs
+        return (*factory(fallback, *names, fs), names, fs)
     records = [slot.samples.append for slot in slots]
 
     def fail(index: int, seconds: float) -> None:
         slots[index].samples.append(seconds)
         slots[index].error_marks.append(True)
 
-    return factory(fallback, perf_counter, fail, *names, fs, *records), fs
+    return (*factory(fallback, perf_counter, fail, *names, fs, *records), names, fs)
 
 
 def _template(
     shape: tuple[tuple[int, ...], ...], arg_count: int, timed: bool
-) -> Callable[..., PlanRun]:
+) -> Callable[..., tuple[PlanRun, Callable[..., object]]]:
+    """Source for ``run(kw, firstresult)`` and ``run_args(firstresult, a0, a1, ...)``.
+
+    ``run`` serves hook calls; ``run_args`` is the block that pluggy's loop calls, with the
+    arguments it read for it, when wrappers run around the plain impls.
+    """
     count = len(shape)
     params = ["fallback"]
     if timed:
@@ -560,37 +582,40 @@ def _template(
     params += [f"n{j}" for j in range(arg_count)] + ["fs"]
     if timed:
         params += [f"t{i}" for i in range(count)]
-    body = ["def run(kw, firstresult):"]
-    if arg_count:
-        body += ["    try:"]
-        body += [f"        a{j} = kw[n{j}]" for j in range(arg_count)]
-        body += ["    except KeyError:", "        return fallback(kw, firstresult)"]
-    body += ["    results = []"]
-    indent = "    "
+    calls = ["results = []"]
+    indent = ""
     if timed:
-        body += ["    last = clock()", "    try:"]
-        indent = "        "
+        calls += ["last = clock()", "try:"]
+        indent = "    "
     # ``i`` is kept for the drain (see _reaching) and for naming the impl that raised.
     if not count:
-        body.append(f"{indent}i = 0")
+        calls.append(f"{indent}i = 0")
     for i, positions in enumerate(shape):
         args = ", ".join(f"a{j}" for j in positions)
-        body.append(f"{indent}i = {i}")
-        body.append(f"{indent}r = fs[{i}]({args})")
+        calls.append(f"{indent}i = {i}")
+        calls.append(f"{indent}r = fs[{i}]({args})")
         if timed:
-            body.append(f"{indent}now = clock(); t{i}(now - last); last = now")
-        body += [
+            calls.append(f"{indent}now = clock(); t{i}(now - last); last = now")
+        calls += [
             f"{indent}if r is not None:",
             f"{indent}    if firstresult:",
             f"{indent}        return r",
             f"{indent}    results.append(r)",
         ]
     if timed:
-        body += ["    except BaseException:", "        fail(i, clock() - last)", "        raise"]
-    body.append("    return None if firstresult else results")
+        calls += ["except BaseException:", "    fail(i, clock() - last)", "    raise"]
+    calls.append("return None if firstresult else results")
+    body = ["def run(kw, firstresult):"]
+    if arg_count:
+        body += ["    try:"]
+        body += [f"        a{j} = kw[n{j}]" for j in range(arg_count)]
+        body += ["    except KeyError:", "        return fallback(kw, firstresult)"]
+    body += ["    " + line for line in calls]
+    body += [f"def run_args({', '.join(['firstresult', *(f'a{j}' for j in range(arg_count))])}):"]
+    body += ["    " + line for line in calls]
     source = f"def make({', '.join(params)}):\n" + "\n".join("    " + line for line in body)
-    source += "\n    return run\n"
+    source += "\n    return run, run_args\n"
     namespace: dict[str, Any] = {}
     exec(compile(source, f"<helixhooks plan {shape!r}>", "exec"), namespace)
-    factory: Callable[..., PlanRun] = namespace["make"]
+    factory: Callable[..., tuple[PlanRun, Callable[..., object]]] = namespace["make"]
     return factory
