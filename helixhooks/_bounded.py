@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -103,18 +103,28 @@ class BoundedCall(Generic[T]):
         return kept
 
 
-class _Worker:
-    """A daemon thread that runs bounded calls one after another while its pool keeps it."""
+class Job(Protocol):
+    """What a pooled worker runs: a BoundedCall, or a lifecycle operation's runner."""
 
-    def __init__(self, pool: _Workers, first: BoundedCall[Any]) -> None:
+    @property
+    def thread_name(self) -> str: ...
+
+    def _run(self, worker: _Worker) -> bool:
+        """Run; True if ``worker`` went back to its pool (the job was not abandoned)."""
+
+
+class _Worker:
+    """A daemon thread that runs jobs one after another while its pool keeps it."""
+
+    def __init__(self, pool: _Workers, first: Job) -> None:
         self._pool = pool
-        self._inbox: queue.SimpleQueue[BoundedCall[Any]] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[Job] = queue.SimpleQueue()
         # Through the inbox, not the thread's args, which hold their objects until it ends.
         self._inbox.put(first)
         self._thread = threading.Thread(target=self._serve, name=first.thread_name, daemon=True)
         self._thread.start()
 
-    def give(self, call: BoundedCall[Any]) -> None:
+    def give(self, call: Job) -> None:
         self._thread.name = call.thread_name
         self._inbox.put(call)
 
@@ -125,7 +135,7 @@ class _Worker:
         return self._pool.keep_idle(self)
 
     def _serve(self) -> None:
-        call: BoundedCall[Any] | None = self._inbox.get()
+        call: Job | None = self._inbox.get()
         while call is not None:
             kept = call._run(self)
             # Dropped before waiting: an idle worker must not keep a call's plugin objects alive.
@@ -133,7 +143,7 @@ class _Worker:
             if kept:
                 call = self._next_call()
 
-    def _next_call(self) -> BoundedCall[Any] | None:
+    def _next_call(self) -> Job | None:
         """The next call handed over, or None once idle for too long (the worker then ends)."""
         try:
             return self._inbox.get(timeout=self._pool.idle_timeout)
@@ -158,7 +168,7 @@ class _Workers:
         self._idle: list[_Worker] = []
         self._lock = threading.Lock()
 
-    def run(self, call: BoundedCall[Any]) -> None:
+    def run(self, call: Job) -> None:
         """Start ``call`` on an idle worker, or on a new one."""
         with self._lock:
             worker = self._idle.pop() if self._idle else None
@@ -186,6 +196,20 @@ class _Workers:
         # In a forked child the idle workers' threads do not exist.
         self._idle.clear()
         self._lock = threading.Lock()
+
+
+def run_job(job: Job) -> None:
+    """Start ``job`` on a pooled worker."""
+    _WORKERS.run(job)
+
+
+def abandon_thread(ident: int) -> None:
+    """Count ``ident`` as running abandoned work until ``release_thread``."""
+    _ABANDONED.add(ident)
+
+
+def release_thread(ident: int) -> None:
+    _ABANDONED.discard(ident)
 
 
 def abandoned_threads() -> frozenset[int]:

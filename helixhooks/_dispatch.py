@@ -33,6 +33,7 @@ from pluggy import HookImpl
 
 from . import _pluggy_compat as compat
 from ._bounded import abandoned_threads
+from ._operation import on_behalf_of
 
 if TYPE_CHECKING:
     import pluggy
@@ -259,7 +260,8 @@ class Dispatch:
         deadline = perf_counter() + timeout
         pause = 1e-4
         while True:
-            ignored = {get_ident(), *abandoned_threads()}
+            # The calling thread, and the thread whose operation it runs (see _operation).
+            ignored = on_behalf_of() | abandoned_threads()
             busy = sum(1 for ident in term.generation.calls if ident not in ignored)
             for plan in list(term.plans or ()):
                 busy += _reaching(plan, term, [i for i in plan.calls if i not in ignored])

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._bounded import BoundedCall
+from ._operation import Outcome, Step, Steps, drive, post
 from .config import Config
 from .dependencies import DependencyResolver
 from .errors import DependencyError, HelixError, LifecycleError, LoadError, PluginTimeout
@@ -101,40 +101,43 @@ class LifecycleManager:
         plugin loads.
         """
         with self._lock:
-            for candidate in candidates:
-                self._admit(candidate)
-            resolution = DependencyResolver(
-                [r.info for r in self.registry.list() if r.state is not PluginState.UNLOADED]
-            ).resolve()
-            for name, error in resolution.problems.items():
-                record = self.registry.get(name)
-                if record is None or not _wants_load(record):
+            return drive(self._load_all(list(candidates)))
+
+    def _load_all(self, candidates: list[PluginCandidate]) -> Steps[list[str]]:
+        for candidate in candidates:
+            self._admit(candidate)
+        resolution = DependencyResolver(
+            [r.info for r in self.registry.list() if r.state is not PluginState.UNLOADED]
+        ).resolve()
+        for name, error in resolution.problems.items():
+            record = self.registry.get(name)
+            if record is None or not _wants_load(record):
+                continue
+            if name in resolution.held_back:
+                self._hold_back(record, error, blocker=error.plugin or name)
+            else:
+                self._mark_failed(record, error, None)
+        initialized = []
+        held: dict[str, str] = {}  # held-back plugin -> the failed plugin at the root of it
+        for name in resolution.order:
+            record = self._record(name)
+            if not _wants_load(record):
+                continue
+            blocker = self._blocker(record, held)
+            if blocker is not None and blocker[1] is not None:
+                dependency, root = blocker[0], blocker[1]
+                held[name] = root
+                error = self._held_back_error(name, dependency, root)
+                self._hold_back(record, error, blocker=dependency)
+                continue
+            if (yield from self._load(record)):
+                try:
+                    yield from self._init(name)
+                except HelixError:
+                    # Recorded on the plugin, with an event; the others go on.
                     continue
-                if name in resolution.held_back:
-                    self._hold_back(record, error, blocker=error.plugin or name)
-                else:
-                    self._mark_failed(record, error, None)
-            initialized = []
-            held: dict[str, str] = {}  # held-back plugin -> the failed plugin at the root of it
-            for name in resolution.order:
-                record = self._record(name)
-                if not _wants_load(record):
-                    continue
-                blocker = self._blocker(record, held)
-                if blocker is not None and blocker[1] is not None:
-                    dependency, root = blocker[0], blocker[1]
-                    held[name] = root
-                    error = self._held_back_error(name, dependency, root)
-                    self._hold_back(record, error, blocker=dependency)
-                    continue
-                if self._load(record):
-                    try:
-                        self._init(name)
-                    except HelixError:
-                        # Recorded on the plugin, with an event; the others go on.
-                        continue
-                    initialized.append(name)
-            return initialized
+                initialized.append(name)
+        return initialized
 
     def _admit(self, candidate: PluginCandidate) -> None:
         """Record a discovered plugin, or refresh a record that never loaded with it."""
@@ -146,7 +149,7 @@ class LifecycleManager:
                 record.info = candidate.info
                 record.candidate = candidate
 
-    def _load(self, record: PluginRecord) -> bool:
+    def _load(self, record: PluginRecord) -> Steps[bool]:
         """Import the plugin's code; a failure leaves it FAILED with the reason."""
         name = record.name
         isolation = self.config.isolation or record.info.isolation
@@ -161,7 +164,7 @@ class LifecycleManager:
                     hint="set isolation = 'inprocess' in its manifest (or Config.isolation) "
                     "to run it in the host process",
                 )
-            loaded = self.loader.load(record.candidate or record.info.name)
+            loaded = yield from self.loader.load_steps(record.candidate or record.info.name)
         except HelixError as exc:
             self._mark_failed(record, exc, None)
             return False
@@ -174,12 +177,12 @@ class LifecycleManager:
     def init(self, name: str) -> None:
         """LOADED, STOPPED or FAILED -> INITIALIZED: ``helix_init(config, ctx)``."""
         with self._lock:
-            self._init(name)
+            drive(self._init(name))
 
     def start(self, name: str) -> None:
         """INITIALIZED or STOPPED -> STARTED: ``helix_start(ctx)``, then its hookimpls go live."""
         with self._lock:
-            self._start(name)
+            drive(self._start(name))
 
     def stop(self, name: str) -> None:
         """STARTED -> STOPPED: its hookimpls leave the live manager first, then ``helix_stop(ctx)``.
@@ -187,7 +190,7 @@ class LifecycleManager:
         A stop that raises or overruns leaves the plugin FAILED (re-init before the next start).
         """
         with self._lock:
-            self._stop(name)
+            drive(self._stop(name))
 
     def start_all(self, names: Iterable[str] | None = None) -> list[str]:
         """Init (if needed) and start plugins in dependency order; returns the names started.
@@ -198,16 +201,18 @@ class LifecycleManager:
         plugin's fault.
         """
         with self._lock:
-            wanted = None if names is None else list(names)
-            for name in wanted or ():
-                self._record(name)
-            resolution = self._resolver.resolve(wanted)
-            for name, problem in resolution.problems.items():
-                record = self.registry.get(name)
-                if record is not None and record.state in _START_ALL_PICKS:
-                    self._hold_back(record, problem, blocker=problem.plugin or name)
-            picked = [n for n in resolution.order if self._state(n) in _START_ALL_PICKS]
-            return self._start_each(picked)
+            return drive(self._start_all(None if names is None else list(names)))
+
+    def _start_all(self, wanted: list[str] | None) -> Steps[list[str]]:
+        for name in wanted or ():
+            self._record(name)
+        resolution = self._resolver.resolve(wanted)
+        for name, problem in resolution.problems.items():
+            record = self.registry.get(name)
+            if record is not None and record.state in _START_ALL_PICKS:
+                self._hold_back(record, problem, blocker=problem.plugin or name)
+        picked = [n for n in resolution.order if self._state(n) in _START_ALL_PICKS]
+        return (yield from self._start_each(picked))
 
     def stop_all(self) -> None:
         """Stop every STARTED plugin, dependents before their dependencies.
@@ -216,9 +221,12 @@ class LifecycleManager:
         others are still stopped.
         """
         with self._lock:
-            for name in reversed(self._full_order()):
-                if self._state(name) is PluginState.STARTED:
-                    self._stop_recorded(name)
+            drive(self._stop_all())
+
+    def _stop_all(self) -> Steps[None]:
+        for name in reversed(self._full_order()):
+            if self._state(name) is PluginState.STARTED:
+                yield from self._stop_recorded(name)
 
     def restart(self, name: str) -> None:
         """Stop the plugin's started dependents and the plugin, then start it and them again.
@@ -228,31 +236,36 @@ class LifecycleManager:
         dependents are then held back), or if a dependency of it is not started.
         """
         with self._lock:
-            record = self._record(name)
-            self._require(record, "restart", _CAN_RESTART, PluginState.STARTED)
-            if record.loaded is None:
-                raise LifecycleError(
-                    f"cannot restart: its code never loaded ({record.error})",
-                    plugin=name,
-                    path=_location(record),
-                    hint="fix the file named above, then call load_all() (or reload it)",
-                )
-            self._require_dependencies_started(record, "restart")
-            dependents = [
-                d
-                for d in self._resolver.dependents(name)
-                if self._state(d) is PluginState.STARTED
-                or (self._held_by(d) is not None and self._state(d) in _START_ALL_PICKS)
-            ]
-            for dependent in reversed(dependents):
-                if self._state(dependent) is PluginState.STARTED:
-                    self._stop_recorded(dependent)
-            if record.state is PluginState.STARTED:
-                self._stop_recorded(name)
-            try:
-                self._bring_up(name)
-            finally:
-                self._start_each(dependents)
+            drive(self._restart(name))
+
+    def _restart(self, name: str) -> Steps[None]:
+        record = self._record(name)
+        self._require(record, "restart", _CAN_RESTART, PluginState.STARTED)
+        if record.loaded is None:
+            raise LifecycleError(
+                f"cannot restart: its code never loaded ({record.error})",
+                plugin=name,
+                path=_location(record),
+                hint="fix the file named above, then call load_all() (or reload it)",
+            )
+        self._require_dependencies_started(record, "restart")
+        dependents = [
+            d
+            for d in self._resolver.dependents(name)
+            if self._state(d) is PluginState.STARTED
+            or (self._held_by(d) is not None and self._state(d) in _START_ALL_PICKS)
+        ]
+        for dependent in reversed(dependents):
+            if self._state(dependent) is PluginState.STARTED:
+                yield from self._stop_recorded(dependent)
+        if record.state is PluginState.STARTED:
+            yield from self._stop_recorded(name)
+        try:
+            yield from self._bring_up(name)
+        except HelixError:
+            yield from self._start_each(dependents)  # they are held back, with the reason
+            raise
+        yield from self._start_each(dependents)
 
     def fail(self, name: str, error: HelixError) -> None:
         """Take a plugin out of service as FAILED with ``error`` (e.g. when it is given up on).
@@ -261,27 +274,28 @@ class LifecycleManager:
         ``helix_stop`` gets to release what it holds.
         """
         with self._lock:
-            record = self._record(name)
-            if record.state is PluginState.STARTED:
-                self._stop_recorded(name)
-            self._mark_failed(record, error, None)
-            for dependent in self._resolver.dependents(name):
-                held = self._record(dependent)
-                if held.state in _START_ALL_PICKS and held.held_by is not None:
-                    self._hold_back(
-                        held, self._held_back_error(dependent, name, name), blocker=name
-                    )
+            drive(self._fail(name, error))
+
+    def _fail(self, name: str, error: HelixError) -> Steps[None]:
+        record = self._record(name)
+        if record.state is PluginState.STARTED:
+            yield from self._stop_recorded(name)
+        self._mark_failed(record, error, None)
+        for dependent in self._resolver.dependents(name):
+            held = self._record(dependent)
+            if held.state in _START_ALL_PICKS and held.held_by is not None:
+                self._hold_back(held, self._held_back_error(dependent, name, name), blocker=name)
 
     def context(self, name: str) -> PluginContext:
         """The PluginContext the plugin's lifecycle hooks are handed."""
         return context_for(self._record(name), self.config, self.registry)
 
-    def _init(self, name: str) -> None:
+    def _init(self, name: str) -> Steps[None]:
         record = self._record(name)
         self._require(record, "init", _CAN_INIT, PluginState.INITIALIZED)
         loaded = self._loaded(record)
         ctx = context_for(record, self.config, self.registry)
-        duration = self._run_hook(record, loaded, "init", config=ctx.config, ctx=ctx)
+        duration = yield from self._run_hook(record, loaded, "init", config=ctx.config, ctx=ctx)
         with self.registry.lock:
             self._check_unchanged(record, loaded, "init")
             self.registry.set_state(name, PluginState.INITIALIZED)
@@ -289,13 +303,13 @@ class LifecycleManager:
         if self._metrics is not None:
             self._metrics.record_init(name, duration)
 
-    def _start(self, name: str) -> None:
+    def _start(self, name: str) -> Steps[None]:
         record = self._record(name)
         self._require(record, "start", _CAN_START, PluginState.STARTED)
         self._require_dependencies_started(record, "start")
         loaded = self._loaded(record)
         ctx = context_for(record, self.config, self.registry)
-        duration = self._run_hook(record, loaded, "start", ctx=ctx)
+        duration = yield from self._run_hook(record, loaded, "start", ctx=ctx)
         with self.registry.lock:
             self._check_unchanged(record, loaded, "start")
             try:
@@ -309,20 +323,20 @@ class LifecycleManager:
                 record.held_by = None
         if misfit is not None:
             # Hookspecs the host added since the load may not fit: the plugin cannot serve.
-            self._release(loaded, ctx)
+            yield from self._release(loaded, ctx)
             self._mark_failed(record, misfit, duration)
             raise misfit
         if self._metrics is not None:
             self._metrics.record_start(name, duration)
         self._emit(PluginEvent("started", name, record.info.version, duration=duration))
 
-    def _stop(self, name: str) -> None:
+    def _stop(self, name: str) -> Steps[None]:
         record = self._record(name)
         self._require(record, "stop", _CAN_STOP, PluginState.STOPPED)
         # Its dependents first: a started plugin's dependencies are always started.
         for dependent in self.registry.direct_dependents(name):
             if self._state(dependent) is PluginState.STARTED:
-                self._stop_recorded(dependent)
+                yield from self._stop_recorded(dependent)
                 self._hold_back(
                     self._record(dependent),
                     self._held_back_error(dependent, name, None),
@@ -335,32 +349,32 @@ class LifecycleManager:
         # Then its calls already under way finish first (waited for without the registry lock,
         # which they may need).
         self.registry.drain(term)
-        duration = self._run_hook(record, loaded, "stop", ctx=ctx)
+        duration = yield from self._run_hook(record, loaded, "stop", ctx=ctx)
         with self.registry.lock:
             record.timings["stop"] = duration
         self._emit(PluginEvent("stopped", name, record.info.version, duration=duration))
 
-    def _release(self, loaded: LoadedPlugin, ctx: PluginContext) -> None:
+    def _release(self, loaded: LoadedPlugin, ctx: PluginContext) -> Steps[None]:
         """``helix_stop`` for a plugin that started but cannot serve; a failure is only logged."""
         try:
-            self.run_phase(loaded, "stop", ctx=ctx)
+            yield from self.phase_steps(loaded, "stop", ctx=ctx)
         except HelixError as exc:
             self._logger.warning("plugin %r: helix_stop failed or overran: %s", ctx.name, exc)
 
-    def _stop_recorded(self, name: str) -> None:
+    def _stop_recorded(self, name: str) -> Steps[None]:
         try:
-            self._stop(name)
+            yield from self._stop(name)
         except HelixError as exc:
             # Already recorded on the plugin (FAILED, its error, a "failed" event); going on
             # matters more here than this one plugin's cleanup.
             self._logger.debug("stopping %r failed, carrying on: %s", name, exc)
 
-    def _bring_up(self, name: str) -> None:
+    def _bring_up(self, name: str) -> Steps[None]:
         if self._record(name).state in (PluginState.LOADED, PluginState.FAILED):
-            self._init(name)
-        self._start(name)
+            yield from self._init(name)
+        yield from self._start(name)
 
-    def _start_each(self, order: list[str]) -> list[str]:
+    def _start_each(self, order: list[str]) -> Steps[list[str]]:
         """Bring up ``order`` one by one, holding back whatever depends on a plugin not started."""
         started: list[str] = []
         held: dict[str, str] = {}  # held-back plugin -> the failed plugin at the root of it
@@ -376,7 +390,7 @@ class LifecycleManager:
                 )
                 continue
             try:
-                self._bring_up(name)
+                yield from self._bring_up(name)
             except HelixError as exc:
                 # Recorded on the plugin with an event; one plugin's fault stops no other.
                 self._logger.debug("bringing up %r failed, carrying on: %s", name, exc)
@@ -431,17 +445,23 @@ class LifecycleManager:
 
         Returns its duration; raises PluginTimeout or LifecycleError (the plugin's exception
         chained). Changes no record: hot reload runs a staged generation's phases with it.
-        A generation without the hook takes no time: no thread is started for it.
         """
+        return drive(self.phase_steps(loaded, phase, **kwargs))
+
+    def phase_steps(self, loaded: LoadedPlugin, phase: str, **kwargs: object) -> Steps[float]:
+        """``run_phase`` as steps, for an operation that runs several (see _operation)."""
         hook = f"helix_{phase}"
         if not loaded.gen.implements(hook):
             return 0.0
         dispatch = self.registry.dispatch
-        run = BoundedCall(
-            lambda: dispatch.call(loaded.gen, hook, kwargs), plugin=loaded.name, phase=phase
-        )
         timeout = self.config.load_timeout
-        if not run.wait(timeout):
+        outcome: Outcome = yield Step(
+            lambda: dispatch.call(loaded.gen, hook, kwargs),
+            plugin=loaded.name,
+            phase=phase,
+            timeout=timeout,
+        )
+        if outcome.timed_out:
             raise PluginTimeout(
                 loaded.name,
                 phase,
@@ -450,15 +470,15 @@ class LifecycleManager:
                 f"it); make it return within load_timeout, moving slow work to a thread of its "
                 f"own, or raise load_timeout",
             )
-        if run.error is not None:
+        if outcome.error is not None:
             error = LifecycleError(
-                f"{hook} raised {type(run.error).__name__}: {run.error}",
+                f"{hook} raised {type(outcome.error).__name__}: {outcome.error}",
                 plugin=loaded.name,
                 path=loaded.candidate.location if loaded.candidate is not None else None,
                 hint=f"fix the plugin's {hook}; the original exception is chained",
             )
-            raise error from run.error
-        return run.duration
+            raise error from outcome.error
+        return outcome.duration
 
     def _run_hook(
         self,
@@ -466,11 +486,11 @@ class LifecycleManager:
         loaded: LoadedPlugin,
         phase: str,
         **kwargs: object,
-    ) -> float:
+    ) -> Steps[float]:
         """``run_phase`` for the record's generation; a raise or a timeout leaves it FAILED."""
         began = time.perf_counter()
         try:
-            return self.run_phase(loaded, phase, **kwargs)
+            return (yield from self.phase_steps(loaded, phase, **kwargs))
         except HelixError as error:
             self._fail_phase(record, loaded, phase, error, time.perf_counter() - began)
             raise
@@ -560,4 +580,5 @@ class LifecycleManager:
         return [*resolution.order, *resolution.problems]
 
     def _emit(self, event: PluginEvent) -> None:
-        deliver(self._on_event, event, self._logger)
+        # On the thread that asked for the operation, in order (see _operation.post).
+        post(lambda: deliver(self._on_event, event, self._logger))

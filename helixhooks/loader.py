@@ -23,15 +23,15 @@ import traceback
 import types
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import attrs
 import pluggy
 from pluggy import HookImpl, HookspecOpts
 
 from . import _pluggy_compat as compat
-from ._bounded import BoundedCall
 from ._dispatch import Generation
+from ._operation import Outcome, Step, Steps, drive
 from .config import Config
 from .discovery import INFO_VARIABLE, MANIFEST, Discovery
 from .errors import LoadError, PluginTimeout
@@ -139,6 +139,12 @@ class Loader:
         lock, so one hanging plugin delays no other load. Raises LoadError naming the plugin,
         the file at fault and, for a hook that does not fit, the hook.
         """
+        return drive(self.load_steps(candidate_or_path))
+
+    def load_steps(
+        self, candidate_or_path: PluginCandidate | str | os.PathLike[str]
+    ) -> Steps[LoadedPlugin]:
+        """``load`` as steps, for a lifecycle operation that loads several (see _operation)."""
         candidate = self._as_candidate(candidate_or_path)
         name = candidate.info.name
         _check_requires(candidate)
@@ -154,10 +160,13 @@ class Loader:
         known_modules = (
             frozenset(sys.modules) if not isinstance(candidate.source, Path) else frozenset()
         )
-        run = BoundedCall(
-            lambda: self._import(candidate, private_name), plugin=name, phase="import"
+        outcome: Outcome = yield Step(
+            lambda: self._import(candidate, private_name),
+            plugin=name,
+            phase="import",
+            timeout=self.config.load_timeout,
         )
-        if not run.wait(self.config.load_timeout):
+        if outcome.timed_out:
             with _LOAD_LOCK:
                 # Its import runs on: the next load of this plugin must not take its name.
                 self._generations[name] = max(generation, self._generations.get(name, 0))
@@ -169,10 +178,9 @@ class Loader:
                 "thread; move slow work to helix_init or helix_start, or raise load_timeout",
             )
         try:
-            if run.error is not None:
-                raise run.error
-            assert run.value is not None, "a finished import returns the module and plugin"
-            module, plugin = run.value
+            if outcome.error is not None:
+                raise outcome.error
+            module, plugin = cast(tuple[types.ModuleType, object], outcome.value)
             impls = self._validated(candidate, module, plugin)
             with _LOAD_LOCK:
                 self._refuse_shared_object(candidate, plugin)
