@@ -87,10 +87,12 @@ class Generation:
 class Term:
     """One stretch of a generation's service in the live manager, from activation to retirement."""
 
-    __slots__ = ("generation", "plans", "retired", "skipped", "successors")
+    __slots__ = ("generation", "impls", "plans", "retired", "skipped", "successors")
 
     def __init__(self, generation: Generation) -> None:
         self.generation = generation
+        #: (hook name, impl) of each impl this term put in the live manager
+        self.impls: list[tuple[str, HookImpl]] = []
         self.retired = False
         # Retired by a swap: each old impl's replacement, for lists copied before the swap.
         self.successors: Mapping[HookImpl, HookImpl] = {}
@@ -213,6 +215,7 @@ class Dispatch:
             else:
                 impl = compat.owned_copy(impl, term)
             live.append((hook, impl))
+        term.impls = live
         return live
 
     def retire(

@@ -177,6 +177,21 @@ def replace_impls(caller: HookCaller, impls: Sequence[HookImpl]) -> None:
     caller._hookimpls[:] = impls
 
 
+def remove_plugin(
+    pm: pluggy.PluginManager, name: str, impls: Sequence[tuple[str, HookImpl]]
+) -> None:
+    """What ``pm.unregister(name=name)`` does, given the plugin's impls instead of a search.
+
+    Each list changes in one step under the GIL, as in pluggy's own ``_remove_plugin``. An impl
+    no longer in its list (taken out through pluggy directly) is passed over.
+    """
+    for hook_name, impl in impls:
+        caller: HookCaller | None = getattr(pm.hook, hook_name, None)
+        if caller is not None:
+            caller._hookimpls[:] = [i for i in caller._hookimpls if i is not impl]
+    pm._name2plugin.pop(name, None)
+
+
 def verify(pm: pluggy.PluginManager, caller: HookCaller, impl: HookImpl) -> None:
     """pluggy's own check of ``impl`` against ``caller``'s spec; PluginValidationError if unfit."""
     pm._verify_hook(caller, impl)

@@ -293,10 +293,12 @@ class Registry:
         record = self._records.get(name)
         if record is None or record.loaded is None:
             return None
-        plugin = self.pm.get_plugin(name)
-        if plugin is None or plugin is not record.loaded.plugin:
+        term = record.loaded.gen.term
+        if term is None or self.pm.get_plugin(name) is not record.loaded.plugin:
             return None
-        self.pm.unregister(name=name)
+        # pluggy's unregister finds a plugin's impls by scanning every hook's list; the term
+        # knows them, so taking a plugin out costs its own impls, not every plugin's.
+        compat.remove_plugin(self.pm, name, term.impls)
         return self.dispatch.retire(record.loaded.gen)
 
     def is_active(self, name: str) -> bool:
