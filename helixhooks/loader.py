@@ -654,14 +654,15 @@ def _unreached_warning(candidate: PluginCandidate, module_name: str, classes: li
 class _SourceLoader(importlib.abc.Loader):
     """Executes a module from its source file, never from a cached ``.pyc``."""
 
-    def __init__(self, filename: Path) -> None:
+    def __init__(self, filename: str) -> None:
         self.filename = filename
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
         return None
 
     def exec_module(self, module: types.ModuleType) -> None:
-        code = compile(self.filename.read_bytes(), str(self.filename), "exec", dont_inherit=True)
+        with open(self.filename, "rb") as source:
+            code = compile(source.read(), self.filename, "exec", dont_inherit=True)
         exec(code, module.__dict__)
 
 
@@ -690,11 +691,12 @@ class _PluginFinder(importlib.abc.MetaPathFinder):
         with _FINDER_LOCK:
             self.found.setdefault(root, []).append(fullname)
         for entry in path:
-            package_init = Path(entry, leaf, "__init__.py")
-            if package_init.is_file():
-                return _source_spec(fullname, package_init, package_dir=package_init.parent)
-            module_file = Path(entry, leaf + ".py")
-            if module_file.is_file():
+            package_dir = os.path.join(entry, leaf)
+            package_init = os.path.join(package_dir, "__init__.py")
+            if os.path.isfile(package_init):
+                return _source_spec(fullname, package_init, package_dir=package_dir)
+            module_file = package_dir + ".py"
+            if os.path.isfile(module_file):
                 return _source_spec(fullname, module_file)
         return None
 
@@ -711,15 +713,14 @@ def _install_finder() -> None:
 
 
 def _source_spec(
-    fullname: str, filename: Path, package_dir: Path | None = None
+    fullname: str, filename: str, package_dir: str | None = None
 ) -> importlib.machinery.ModuleSpec:
-    spec = importlib.util.spec_from_file_location(
-        fullname,
-        filename,
-        loader=_SourceLoader(filename),
-        submodule_search_locations=[str(package_dir)] if package_dir is not None else None,
+    spec = importlib.machinery.ModuleSpec(
+        fullname, _SourceLoader(filename), origin=filename, is_package=package_dir is not None
     )
-    assert spec is not None, "a spec from an explicit loader is never None"
+    spec.has_location = True  # so the module gets __file__
+    if package_dir is not None:
+        spec.submodule_search_locations = [package_dir]
     return spec
 
 
@@ -727,7 +728,7 @@ def _import_package(private_name: str, directory: Path) -> types.ModuleType:
     """A directory plugin as a package, so its own submodules import relatively."""
     init = directory / "__init__.py"
     if init.is_file():
-        spec = _source_spec(private_name, init, package_dir=directory)
+        spec = _source_spec(private_name, str(init), package_dir=str(directory))
     else:
         spec = importlib.machinery.ModuleSpec(private_name, None, is_package=True)
         spec.submodule_search_locations = [str(directory)]
@@ -735,7 +736,7 @@ def _import_package(private_name: str, directory: Path) -> types.ModuleType:
 
 
 def _import_file(private_name: str, filename: Path) -> types.ModuleType:
-    return _execute(_source_spec(private_name, filename))
+    return _execute(_source_spec(private_name, str(filename)))
 
 
 def _execute(spec: importlib.machinery.ModuleSpec) -> types.ModuleType:

@@ -10,6 +10,8 @@ flight (draining) happens after the lock is released: a plugin's call may itself
 from __future__ import annotations
 
 import builtins
+import itertools
+import operator
 import threading
 from typing import TYPE_CHECKING
 
@@ -237,8 +239,9 @@ class Registry:
                     plugin=name,
                     hint="unblock the name, or swap generations with Registry.swap",
                 )
-            other = next((n for n, p in by_name.items() if p is loaded.plugin), None)
-            if other is not None:
+            # By identity, in C: this runs for every activation, over every active plugin.
+            if any(map(operator.is_, by_name.values(), itertools.repeat(loaded.plugin))):
+                other = next(n for n, p in by_name.items() if p is loaded.plugin)
                 raise LifecycleError(
                     f"its plugin object is already active as {other!r}",
                     plugin=name,
