@@ -74,7 +74,7 @@ class Generation:
         self.impls = tuple(impls)
         self.calls: list[int] = []
         self.term: Term | None = None
-        self._direct: dict[str, _DirectList] = {}
+        self._direct: dict[str, _DirectList] | None = None  # made on first use
 
     def hooks(self) -> list[str]:
         """The hook names this generation implements."""
@@ -92,7 +92,7 @@ class Term:
     def __init__(self, generation: Generation) -> None:
         self.generation = generation
         #: (hook name, impl) of each impl this term put in the live manager
-        self.impls: list[tuple[str, HookImpl]] = []
+        self.impls: tuple[tuple[str, HookImpl], ...] = ()
         self.retired = False
         # Retired by a swap: each old impl's replacement, for lists copied before the swap.
         self.successors: Mapping[HookImpl, HookImpl] = {}
@@ -208,15 +208,13 @@ class Dispatch:
         """
         term = Term(generation)
         generation.term = term
-        live: list[tuple[str, HookImpl]] = []
-        for hook, impl in generation.impls:
-            if isinstance(impl, compat.OwnedImpl) and impl.owner is None:
-                impl.owner = term
-            else:
-                impl = compat.owned_copy(impl, term)
-            live.append((hook, impl))
-        term.impls = live
-        return live
+        if all(isinstance(i, compat.OwnedImpl) and i.owner is None for _, i in generation.impls):
+            for _, impl in generation.impls:
+                impl.owner = term  # type: ignore[attr-defined]  # an OwnedImpl, checked above
+            term.impls = generation.impls
+        else:
+            term.impls = tuple((hook, compat.owned_copy(i, term)) for hook, i in generation.impls)
+        return list(term.impls)
 
     def retire(
         self, generation: Generation, *, successors: Mapping[HookImpl, HookImpl] | None = None
@@ -301,7 +299,8 @@ class Dispatch:
         try:
             if serving and generation.term is None:
                 raise NotServing(generation.name)
-            impls = generation._direct.get(hook_name)
+            direct = generation._direct
+            impls = direct.get(hook_name) if direct is not None else None
             if impls is None:
                 impls = self._direct_list(generation, hook_name, keep=hook_name not in _ONCE)
             return self._pm._hookexec(hook_name, impls, kwargs, firstresult)
@@ -359,6 +358,8 @@ class Dispatch:
         impls = _DirectList(impl for hook, impl in generation.impls if hook == hook_name)
         if keep:
             impls.plan = self._build(hook_name, list(impls), list(impls), (hook_name,))
+            if generation._direct is None:
+                generation._direct = {}
             generation._direct[hook_name] = impls
         else:
             # A lifecycle hook runs once per start or stop and is timed as a phase

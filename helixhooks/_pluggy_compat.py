@@ -11,6 +11,7 @@ rest of ``import helixhooks``, so the check waits for the first live manager.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeAlias
@@ -182,13 +183,16 @@ def remove_plugin(
 ) -> None:
     """What ``pm.unregister(name=name)`` does, given the plugin's impls instead of a search.
 
-    Each list changes in one step under the GIL, as in pluggy's own ``_remove_plugin``. An impl
-    no longer in its list (taken out through pluggy directly) is passed over.
+    Each list changes in one step under the GIL (``list.remove`` runs no Python code), as in
+    pluggy's own ``_remove_plugin``. An impl no longer in its list (taken out through pluggy
+    directly) is passed over.
     """
     for hook_name, impl in impls:
         caller: HookCaller | None = getattr(pm.hook, hook_name, None)
         if caller is not None:
-            caller._hookimpls[:] = [i for i in caller._hookimpls if i is not impl]
+            # list.remove compares by identity here (HookImpl has no __eq__): one C call.
+            with contextlib.suppress(ValueError):
+                caller._hookimpls.remove(impl)
     pm._name2plugin.pop(name, None)
 
 

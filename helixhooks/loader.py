@@ -114,8 +114,9 @@ class Loader:
         self._generations: dict[str, int] = {}
         self._spec_opts: dict[tuple[HookspecNamespace, str], HookspecOpts | None] = {}
         self._live: dict[str, list[LoadedPlugin]] = {}
-        # id of each loaded plugin object -> (the object, its plugin's name)
-        self._owners: dict[int, tuple[object, str]] = {}
+        # id of each loaded plugin object -> its plugin's name (the object is alive while it is
+        # listed: _live holds it until _disown, so its id cannot be reused meanwhile)
+        self._owners: dict[int, str] = {}
         # One manager with every spec validates each load in turn (registered, checked, then
         # unregistered): building one per load cost more than the validation itself.
         self._scratch: pluggy.PluginManager | None = None
@@ -193,8 +194,11 @@ class Loader:
                     generation=generation,
                     modules=_created_modules(candidate, private_name, known_modules),
                 )
+                with _FINDER_LOCK:
+                    # Now in ``modules``; the finder records only what is imported later on.
+                    _FINDER.found.pop(private_name, None)
                 self._live.setdefault(name, []).append(loaded)
-                self._owners[id(plugin)] = (plugin, name)
+                self._owners[id(plugin)] = name
                 self._generations[name] = max(generation, self._generations.get(name, 0))
         except BaseException:
             for key in _created_modules(candidate, private_name, known_modules):
@@ -216,15 +220,13 @@ class Loader:
         return loaded
 
     def _disown(self, loaded: LoadedPlugin) -> None:
-        owner = self._owners.get(id(loaded.plugin))
-        if owner is not None and owner[0] is loaded.plugin and owner[1] == loaded.name:
+        if self._owners.get(id(loaded.plugin)) == loaded.name:
             del self._owners[id(loaded.plugin)]
 
     def _refuse_shared_object(self, candidate: PluginCandidate, plugin: object) -> None:
         """Two plugins (say, two entry points) naming one object would share its hookimpls."""
-        owner = self._owners.get(id(plugin))
-        if owner is not None and owner[0] is plugin and owner[1] != candidate.info.name:
-            other = owner[1]
+        other = self._owners.get(id(plugin))
+        if other is not None and other != candidate.info.name:
             raise LoadError(
                 f"its entry names the same object as plugin {other!r} ({plugin!r})",
                 plugin=candidate.info.name,

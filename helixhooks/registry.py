@@ -91,7 +91,7 @@ class Registry:
         self._records: dict[str, PluginRecord] = {}
         self._history: dict[str, builtins.list[str]] = {}
         # dependency name -> names of the recorded plugins that declare it
-        self._dependents: dict[str, set[str]] = {}
+        self._dependents: dict[str, builtins.list[str]] = {}
 
     def add_hookspecs(self, spec: object) -> None:
         """Declare more host hooks on the live manager."""
@@ -188,13 +188,16 @@ class Registry:
 
     def _index(self, info: PluginInfo) -> None:
         for dependency in info.parsed_dependencies:
-            self._dependents.setdefault(dependency.name, set()).add(info.name)
+            # Lists: a set of one name costs four times the memory, and these stay short.
+            dependents = self._dependents.setdefault(dependency.name, [])
+            if info.name not in dependents:
+                dependents.append(info.name)
 
     def _unindex(self, info: PluginInfo) -> None:
         for dependency in info.parsed_dependencies:
             dependents = self._dependents.get(dependency.name)
-            if dependents is not None:
-                dependents.discard(info.name)
+            if dependents is not None and info.name in dependents:
+                dependents.remove(info.name)
                 if not dependents:
                     del self._dependents[dependency.name]
 
