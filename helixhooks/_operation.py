@@ -150,8 +150,10 @@ class _Operation(Generic[T]):
             return min(max(self._deadline - time.monotonic(), 0.0), _POST_EVERY)
 
     def _run_posted(self) -> None:
+        # Through post: when the waiting thread itself runs an operation, they go on up to
+        # the thread that waits for that one.
         while self.posted:
-            self.posted.pop(0)()
+            post(self.posted.pop(0))
 
     def _check_deadline(self) -> None:
         with self._lock:

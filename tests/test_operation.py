@@ -182,3 +182,19 @@ def test_a_hanging_start_is_abandoned_and_later_plugins_still_start(
         release.write_text("go")
         system.close()
     wait_for(lambda: "outcome is discarded" in caplog.text, "the late start to be discarded")
+
+
+def test_callbacks_of_a_nested_operation_reach_the_outermost_caller() -> None:
+    caller = threading.get_ident()
+    ran: list[int] = []
+
+    def inner() -> Steps[None]:
+        yield _step(lambda: None)
+        post(lambda: ran.append(threading.get_ident()))
+
+    def outer() -> Steps[None]:
+        yield _step(lambda: None)
+        drive(inner())  # from the worker that runs this operation
+
+    drive(outer())
+    assert ran == [caller]
