@@ -113,7 +113,8 @@ class Loader:
         self._specs: list[HookspecNamespace] = [LifecycleSpec]
         self._generations: dict[str, int] = {}
         self._spec_opts: dict[tuple[HookspecNamespace, str], HookspecOpts | None] = {}
-        self._live: dict[str, list[LoadedPlugin]] = {}
+        # name -> its loaded generations, oldest first (a tuple: almost always just one)
+        self._live: dict[str, tuple[LoadedPlugin, ...]] = {}
         # id of each loaded plugin object -> its plugin's name (the object is alive while it is
         # listed: _live holds it until _disown, so its id cannot be reused meanwhile)
         self._owners: dict[int, str] = {}
@@ -197,7 +198,7 @@ class Loader:
                 with _FINDER_LOCK:
                     # Now in ``modules``; the finder records only what is imported later on.
                     _FINDER.found.pop(private_name, None)
-                self._live.setdefault(name, []).append(loaded)
+                self._live[name] = (*self._live.get(name, ()), loaded)
                 self._owners[id(plugin)] = name
                 self._generations[name] = max(generation, self._generations.get(name, 0))
         except BaseException:
@@ -246,7 +247,7 @@ class Loader:
         Metrics are the caller's to forget: a reload keeps them.
         """
         with _LOAD_LOCK:
-            generations = self._live.pop(name, [])
+            generations = self._live.pop(name, ())
             for loaded in generations:
                 self._disown(loaded)
                 _drop_modules(loaded)
@@ -259,11 +260,11 @@ class Loader:
         Other generations of the same plugin stay loaded; metrics are kept.
         """
         with _LOAD_LOCK:
-            generations = self._live.get(loaded.name, [])
-            if loaded in generations:
-                generations.remove(loaded)
-                if not generations:
-                    del self._live[loaded.name]
+            rest = tuple(g for g in self._live.get(loaded.name, ()) if g is not loaded)
+            if rest:
+                self._live[loaded.name] = rest
+            else:
+                self._live.pop(loaded.name, None)
             self._disown(loaded)
             _drop_modules(loaded)
         self.logger.debug("discarded %s generation %d", loaded.name, loaded.generation)

@@ -89,7 +89,8 @@ class Registry:
         for spec in specs:
             self.add_hookspecs(spec)
         self._records: dict[str, PluginRecord] = {}
-        self._history: dict[str, builtins.list[str]] = {}
+        # Tuples: most plugins have one version, and a tuple of one is half a list of one.
+        self._history: dict[str, tuple[str, ...]] = {}
         # dependency name -> names of the recorded plugins that declare it
         self._dependents: dict[str, builtins.list[str]] = {}
 
@@ -202,10 +203,7 @@ class Registry:
                     del self._dependents[dependency.name]
 
     def _remember(self, name: str, version: str) -> None:
-        history = self._history.setdefault(name, [])
-        history.append(version)
-        if len(history) > HISTORY_LIMIT:
-            del history[:-HISTORY_LIMIT]
+        self._history[name] = (*self._history.get(name, ()), version)[-HISTORY_LIMIT:]
 
     def set_state(self, name: str, state: PluginState, error: BaseException | None = None) -> None:
         """Move ``name`` to ``state`` if plugin.TRANSITIONS allows; ``error`` replaces the last."""
