@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import helixhooks as hh
 from helixhooks._dispatch import Dispatch
 from helixhooks.errors import LoadError
 from helixhooks.loader import PRIVATE_PACKAGE, LoadedPlugin, Loader, _private_name
@@ -792,3 +793,46 @@ def test_no_warning_when_the_module_has_hookimpls_of_its_own_or_entry_names_the_
     assert [r for r in caplog.records if r.name == "helixhooks.loader"] == []
     for name in ("mixed", "imports", "named"):
         loader.unload(name)
+
+
+def test_two_entry_points_naming_one_object_fail_the_second_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = "helix_test_shared_object"
+    write(tmp_path / "site" / package / "__init__.py", "")
+    write(
+        tmp_path / "site" / package / "plugin.py",
+        """
+        from helixhooks.markers import hookimpl
+
+        class Plugin:
+            started = 0
+
+            @hookimpl
+            def helix_start(self, ctx):
+                Plugin.started += 1
+
+        shared = Plugin()
+        """,
+    )
+    dist_info = tmp_path / "site" / f"{package}-1.0.dist-info"
+    write(dist_info / "METADATA", f"Metadata-Version: 2.1\nName: {package}\nVersion: 1.0\n")
+    write(
+        dist_info / "entry_points.txt",
+        f"[helixhooks.plugins]\nfirst = {package}.plugin:shared\n"
+        f"second = {package}.plugin:shared\n",
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    (tmp_path / "plugins").mkdir()
+    system = hh.PluginSystem(hh.Config(plugin_dirs=[tmp_path / "plugins"]))
+    try:
+        system.load_all()
+        assert system.start_all() == ["first"]
+        second = system.get("second")
+        assert second.state is hh.PluginState.FAILED
+        assert isinstance(second.error, LoadError)
+        assert "same object as plugin 'first'" in str(second.error)
+        # The second one never ran a lifecycle hook on the shared object.
+        assert sys.modules[f"{package}.plugin"].Plugin.started == 1
+    finally:
+        system.close()
