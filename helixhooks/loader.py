@@ -15,11 +15,9 @@ import importlib.machinery
 import importlib.util
 import logging
 import os
-import re
 import sys
 import threading
 import time
-import traceback
 import types
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,9 +29,23 @@ from pluggy import HookImpl, HookspecOpts
 
 from . import _pluggy_compat as compat
 from ._dispatch import Generation
+from ._load_errors import (
+    constructor_error,
+    import_error,
+    unreached_classes,
+    unreached_warning,
+)
 from ._operation import Outcome, Step, Steps, drive
+from ._source_import import (
+    FINDER,
+    FINDER_LOCK,
+    import_file,
+    import_package,
+    install_finder,
+    private_module,
+)
 from .config import Config
-from .discovery import INFO_VARIABLE, MANIFEST, Discovery
+from .discovery import MANIFEST, Discovery
 from .errors import LoadError, PluginTimeout
 from .hookspecs import LifecycleSpec
 from .markers import PROJECT_NAME
@@ -43,16 +55,12 @@ from .versioning import parse_constraint
 if TYPE_CHECKING:
     from .metrics import Metrics
 
-PRIVATE_PACKAGE = "helixhooks._plugins"
-"""Parent of every private plugin module name; nothing else is imported under it."""
-
 HookspecNamespace = type | types.ModuleType
 
 MISFIT_HINT = (
     "match the hookimpl names and arguments to the host's hookspecs, "
     "or mark a hook the host may not know with @hookimpl(optionalhook=True)"
 )
-_FIX_CODE = "fix the error in the plugin's code; it is not loaded until it imports cleanly"
 
 # Held only for bookkeeping, never while plugin code runs: no two Loaders pick the same private
 # module name, and two plugins cannot both claim one object.
@@ -153,10 +161,10 @@ class Loader:
         started = time.perf_counter()
         with _LOAD_LOCK:
             generation = self._generations.get(name, 0) + 1
-            while _private_name(name, generation) in sys.modules:
+            while private_module(name, generation) in sys.modules:
                 # Another Loader's generation of a plugin with this name lives there.
                 generation += 1
-        private_name = _private_name(name, generation)
+        private_name = private_module(name, generation)
         # Only an entry point needs to tell its new modules from the rest by a before/after
         # difference; a private package's are all under its name (and the finder records them).
         known_modules = (
@@ -195,17 +203,17 @@ class Loader:
                     generation=generation,
                     modules=_created_modules(candidate, private_name, known_modules),
                 )
-                with _FINDER_LOCK:
+                with FINDER_LOCK:
                     # Now in ``modules``; the finder records only what is imported later on.
-                    _FINDER.found.pop(private_name, None)
+                    FINDER.found.pop(private_name, None)
                 self._live[name] = (*self._live.get(name, ()), loaded)
                 self._owners[id(plugin)] = name
                 self._generations[name] = max(generation, self._generations.get(name, 0))
         except BaseException:
             for key in _created_modules(candidate, private_name, known_modules):
                 sys.modules.pop(key, None)
-            with _FINDER_LOCK:
-                _FINDER.found.pop(private_name, None)
+            with FINDER_LOCK:
+                FINDER.found.pop(private_name, None)
             raise
         seconds = time.perf_counter() - started
         if self.metrics is not None:
@@ -293,16 +301,16 @@ class Loader:
             root = source.absolute()
             module_name, _, attribute_text = (info.entry or "__init__").partition(":")
             attribute = attribute_text or None
-            _install_finder()
+            install_finder()
             if candidate.kind == "directory":
-                module = self._run_import(candidate, lambda: _import_package(private_name, root))
+                module = self._run_import(candidate, lambda: import_package(private_name, root))
                 if module_name != "__init__":
                     module = self._run_import(
                         candidate,
                         lambda: importlib.import_module(f"{private_name}.{module_name}"),
                     )
             else:
-                module = self._run_import(candidate, lambda: _import_file(private_name, root))
+                module = self._run_import(candidate, lambda: import_file(private_name, root))
         return module, self._entry_object(candidate, module, module_name, attribute)
 
     def _run_import(
@@ -318,7 +326,7 @@ class Loader:
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # plugin code may raise anything: reported, never lost
-            raise _import_error(candidate, exc) from exc
+            raise import_error(candidate, exc) from exc
 
     def _entry_object(
         self,
@@ -333,9 +341,9 @@ class Loader:
         but a class in it has some, those would never run, which is logged as a warning.
         """
         if attribute is None:
-            unreached = _unreached_classes(module)
+            unreached = unreached_classes(module)
             if unreached:
-                self.logger.warning("%s", _unreached_warning(candidate, module_name, unreached))
+                self.logger.warning("%s", unreached_warning(candidate, module_name, unreached))
             return module
         target: object = module
         for part in attribute.split("."):
@@ -356,24 +364,7 @@ class Loader:
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # plugin code may raise anything: reported, never lost
-            fault = _fault_file(exc, candidate, module.__file__)
-            if isinstance(exc, SystemExit):
-                raise LoadError(
-                    f"entry class {attribute} called sys.exit({_exit_code(exc)}) in its "
-                    f"constructor{_fault_line(exc, fault)}",
-                    plugin=candidate.info.name,
-                    path=fault,
-                    hint=_NO_EXIT,
-                ) from exc
-            raise LoadError(
-                f"entry class {attribute} could not be instantiated: {type(exc).__name__}: {exc}"
-                + _fault_line(exc, fault),
-                plugin=candidate.info.name,
-                path=fault,
-                hint=_NOT_BASE_EXCEPTION
-                if not isinstance(exc, Exception)
-                else "the entry class must be constructible with no arguments",
-            ) from exc
+            raise constructor_error(candidate, attribute, module, exc) from exc
 
     def _validate(
         self, candidate: PluginCandidate, module: types.ModuleType, plugin: object
@@ -456,16 +447,6 @@ def hookspec_namespace(spec: object) -> HookspecNamespace:
     return spec
 
 
-def _private_name(name: str, generation: int) -> str:
-    """``helixhooks._plugins.<name>.g<N>``; the name is escaped injectively into an identifier.
-
-    ``_`` becomes ``__``, ``-`` becomes ``_d`` and ``.`` becomes ``_o``, so ``a-b`` and ``a_b``
-    never share a module name.
-    """
-    safe = name.replace("_", "__").replace("-", "_d").replace(".", "_o")
-    return f"{PRIVATE_PACKAGE}.{safe}.g{generation}"
-
-
 def _created_modules(
     candidate: PluginCandidate, private_name: str, known: frozenset[str]
 ) -> tuple[str, ...]:
@@ -475,8 +456,8 @@ def _created_modules(
     is not the plugin's to remove.
     """
     if isinstance(candidate.source, Path):
-        with _FINDER_LOCK:
-            found = list(_FINDER.found.get(private_name, ()))
+        with FINDER_LOCK:
+            found = list(FINDER.found.get(private_name, ()))
         return tuple(sorted(k for k in {private_name, *found} if k in sys.modules))
     package = candidate.source.module.partition(".")[0]
     prefix = package + "."
@@ -487,266 +468,8 @@ def _created_modules(
 
 def _drop_modules(loaded: LoadedPlugin) -> None:
     # The finder's record also holds submodules the plugin imported lazily, after load.
-    root = _private_name(loaded.name, loaded.generation)
-    with _FINDER_LOCK:
-        found = _FINDER.found.pop(root, [])
+    root = private_module(loaded.name, loaded.generation)
+    with FINDER_LOCK:
+        found = FINDER.found.pop(root, [])
     for key in {*loaded.modules, *found}:
         sys.modules.pop(key, None)
-
-
-def _fault_file(exc: BaseException, candidate: PluginCandidate, fallback: str | None = None) -> str:
-    """The plugin file an exception comes from: the innermost traceback frame inside the plugin."""
-    if isinstance(exc, SyntaxError) and exc.filename:
-        return exc.filename
-    if isinstance(candidate.source, Path):
-        root = Path(candidate.source).absolute()
-        for frame in reversed(traceback.extract_tb(exc.__traceback__)):
-            if Path(frame.filename).is_relative_to(root):
-                return frame.filename
-        return fallback or str(root)
-    return fallback or candidate.location
-
-
-_NO_EXIT = (
-    "a plugin must not exit the host: raise an exception instead of calling sys.exit(), "
-    "or move the code that exits out of the plugin"
-)
-_NOT_BASE_EXCEPTION = (
-    "raise an Exception subclass: a bare BaseException is meant to stop the whole program"
-)
-# helixhooks._plugins.<escaped name>.g<N>, as _private_name builds it.
-_PRIVATE_NAME = re.compile(re.escape(PRIVATE_PACKAGE) + r"\.\w+?\.g\d+")
-
-
-def _import_error(candidate: PluginCandidate, exc: BaseException) -> LoadError:
-    """The LoadError for a plugin whose import raised ``exc``: what happened, where, what to do."""
-    name = candidate.info.name
-    fault = _fault_file(exc, candidate)
-    at_line = _fault_line(exc, fault)
-    if isinstance(exc, SystemExit):
-        return LoadError(
-            f"called sys.exit({_exit_code(exc)}) at import{at_line}",
-            plugin=name,
-            path=fault,
-            hint=_NO_EXIT,
-        )
-    if not isinstance(exc, Exception):
-        return LoadError(
-            f"import raised {type(exc).__name__}: {exc}{at_line}",
-            plugin=name,
-            path=fault,
-            hint=_NOT_BASE_EXCEPTION,
-        )
-    text = _PRIVATE_NAME.sub(f"<plugin {name}>", str(exc))
-    if isinstance(exc, ImportError) and candidate.kind == "file" and _is_relative(exc):
-        return LoadError(
-            f"import failed: a single-file plugin cannot use relative imports "
-            f"(from . import ...){at_line}",
-            plugin=name,
-            path=fault,
-            hint="make it a directory plugin: a directory holding plugin.toml, the plugin's "
-            "module and the modules it imports relatively; or import them absolutely from an "
-            "installed package",
-        )
-    hint = _FIX_CODE
-    if isinstance(exc, ModuleNotFoundError) and candidate.kind == "directory":
-        relative = _relative_import_for(exc, candidate, fault)
-        if relative is not None:
-            hint = (
-                f"use a relative import: {relative}; plugin directories are not on sys.path, "
-                "so a module beside the plugin's is only found relatively"
-            )
-    return LoadError(
-        f"import failed: {type(exc).__name__}: {text}{at_line}", plugin=name, path=fault, hint=hint
-    )
-
-
-def _exit_code(exc: SystemExit) -> str:
-    return "" if exc.code is None else repr(exc.code)
-
-
-def _fault_line(exc: BaseException, fault: str) -> str:
-    """ " (line N)" for the innermost traceback frame in ``fault``; "" when there is none."""
-    if isinstance(exc, SyntaxError):
-        return ""  # its message names the line already
-    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
-        if frame.filename == fault and frame.lineno is not None:
-            return f" (line {frame.lineno})"
-    return ""
-
-
-def _is_relative(exc: ImportError) -> bool:
-    """Whether a single-file plugin's import failed for being relative.
-
-    Its module has no package of its own, so ``from . import x`` looks for the private package
-    above it, which does not exist.
-    """
-    missing = exc.name or ""
-    return missing.startswith(PRIVATE_PACKAGE) or "relative import" in str(exc)
-
-
-def _relative_import_for(
-    exc: ModuleNotFoundError, candidate: PluginCandidate, fault: str
-) -> str | None:
-    """``from . import helper`` when the module a directory plugin imported absolutely is there.
-
-    Looks beside the failing file first, then in the plugin directory; None if it is in neither.
-    """
-    missing = exc.name or ""
-    if not missing or missing.startswith(PRIVATE_PACKAGE + "."):
-        return None
-    top, dot, rest = missing.partition(".")
-    root = Path(str(candidate.source)).absolute()
-    here = Path(fault).parent
-    if not here.is_relative_to(root):
-        here = root
-    depth = len(here.relative_to(root).parts)
-    for place, dots in ((here, "."), (root, "." * (depth + 1))):
-        if (place / f"{top}.py").is_file() or (place / top / "__init__.py").is_file():
-            if dot:
-                return f"from {dots}{top} import {rest.partition('.')[0]}"
-            return f"from {dots} import {top}"
-    return None
-
-
-def _unreached_classes(module: types.ModuleType) -> list[str]:
-    """Classes defined in ``module`` with hookimpls, when the module itself has none.
-
-    With the module as the plugin, pluggy registers its functions only: a class's hookimpls are
-    never called. Empty when the module has a hookimpl of its own (then it is meant that way).
-    """
-    marker = PROJECT_NAME + "_impl"
-    namespace = vars(module)
-    if any(_is_hookimpl(value, marker) for value in namespace.values()):
-        return []
-    return [
-        value.__qualname__
-        for value in namespace.values()
-        if isinstance(value, type)
-        and getattr(value, "__module__", None) == module.__name__
-        and any(
-            _is_hookimpl(member, marker)
-            for klass in value.__mro__[:-1]
-            for member in vars(klass).values()
-        )
-    ]
-
-
-def _is_hookimpl(value: object, marker: str) -> bool:
-    if isinstance(value, (staticmethod, classmethod)):
-        value = value.__func__
-    # The marker is an attribute set on the function; reading its __dict__ runs no plugin code.
-    return isinstance(value, types.FunctionType) and isinstance(value.__dict__.get(marker), dict)
-
-
-def _unreached_warning(candidate: PluginCandidate, module_name: str, classes: list[str]) -> str:
-    first = classes[0]
-    if candidate.kind == "file":
-        module = "the file's module"
-        fix = f'add "entry": ":{first}" to {INFO_VARIABLE}'
-    else:
-        module = "the package (__init__.py)" if module_name == "__init__" else repr(module_name)
-        fix = f'set entry = "{module_name}:{first}" in the plugin\'s manifest'
-    return (
-        f"plugin {candidate.info.name!r}: its entry is {module}, which has no hookimpl of its "
-        f"own, but class {', '.join(classes)} in it has hookimpls that will never run "
-        f"[{candidate.location}] (fix: {fix}, so that an instance of the class is the plugin)"
-    )
-
-
-class _SourceLoader(importlib.abc.Loader):
-    """Executes a module from its source file, never from a cached ``.pyc``."""
-
-    def __init__(self, filename: str) -> None:
-        self.filename = filename
-
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
-        return None
-
-    def exec_module(self, module: types.ModuleType) -> None:
-        with open(self.filename, "rb") as source:
-            code = compile(source.read(), self.filename, "exec", dont_inherit=True)
-        exec(code, module.__dict__)
-
-
-class _PluginFinder(importlib.abc.MetaPathFinder):
-    """Finds the submodules of private plugin packages, so they compile from source too.
-
-    It answers only for names under PRIVATE_PACKAGE and searches only the parent package's
-    ``__path__`` (the plugin directory), which is why plugin directories need not be on sys.path.
-    ``found`` records what it found per generation's package, so unloading never has to scan
-    ``sys.modules``.
-    """
-
-    def __init__(self) -> None:
-        self.found: dict[str, list[str]] = {}
-
-    def find_spec(
-        self,
-        fullname: str,
-        path: Sequence[str] | None,
-        target: types.ModuleType | None = None,
-    ) -> importlib.machinery.ModuleSpec | None:
-        if path is None or not fullname.startswith(PRIVATE_PACKAGE + "."):
-            return None
-        leaf = fullname.rpartition(".")[2]
-        root = ".".join(fullname.split(".", 4)[:4])
-        with _FINDER_LOCK:
-            self.found.setdefault(root, []).append(fullname)
-        for entry in path:
-            package_dir = os.path.join(entry, leaf)
-            package_init = os.path.join(package_dir, "__init__.py")
-            if os.path.isfile(package_init):
-                return _source_spec(fullname, package_init, package_dir=package_dir)
-            module_file = package_dir + ".py"
-            if os.path.isfile(module_file):
-                return _source_spec(fullname, module_file)
-        return None
-
-
-_FINDER = _PluginFinder()
-_FINDER_LOCK = threading.Lock()
-
-
-def _install_finder() -> None:
-    # Ahead of the path finder, which would otherwise find plugin submodules and use their .pyc.
-    with _FINDER_LOCK:
-        if _FINDER not in sys.meta_path:
-            sys.meta_path.insert(0, _FINDER)
-
-
-def _source_spec(
-    fullname: str, filename: str, package_dir: str | None = None
-) -> importlib.machinery.ModuleSpec:
-    spec = importlib.machinery.ModuleSpec(
-        fullname, _SourceLoader(filename), origin=filename, is_package=package_dir is not None
-    )
-    spec.has_location = True  # so the module gets __file__
-    if package_dir is not None:
-        spec.submodule_search_locations = [package_dir]
-    return spec
-
-
-def _import_package(private_name: str, directory: Path) -> types.ModuleType:
-    """A directory plugin as a package, so its own submodules import relatively."""
-    init = directory / "__init__.py"
-    if init.is_file():
-        spec = _source_spec(private_name, str(init), package_dir=str(directory))
-    else:
-        spec = importlib.machinery.ModuleSpec(private_name, None, is_package=True)
-        spec.submodule_search_locations = [str(directory)]
-    return _execute(spec)
-
-
-def _import_file(private_name: str, filename: Path) -> types.ModuleType:
-    return _execute(_source_spec(private_name, str(filename)))
-
-
-def _execute(spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
-    module = importlib.util.module_from_spec(spec)
-    # In sys.modules before its code runs, as the import system does, so its relative imports
-    # find their parent package.
-    sys.modules[spec.name] = module
-    if spec.loader is not None:
-        spec.loader.exec_module(module)
-    return module

@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 
 import helixhooks as hh
 from helixhooks._dispatch import Dispatch
+from helixhooks._source_import import PRIVATE_PACKAGE, private_module
 from helixhooks.errors import LoadError
-from helixhooks.loader import PRIVATE_PACKAGE, LoadedPlugin, Loader, _private_name
+from helixhooks.loader import LoadedPlugin, Loader
 from helixhooks.markers import PROJECT_NAME, hookspec
 from helixhooks.metrics import Metrics
 from helixhooks.plugin import NAME_PATTERN, PluginCandidate, PluginInfo
@@ -565,10 +566,10 @@ def test_broken_entry_point_leaves_nothing_in_sys_modules(
 
 @given(st.from_regex(NAME_PATTERN, fullmatch=True), st.from_regex(NAME_PATTERN, fullmatch=True))
 def test_private_names_are_distinct_dotted_identifiers(first: str, second: str) -> None:
-    private = _private_name(first, 1)
+    private = private_module(first, 1)
     assert private.startswith(PRIVATE_PACKAGE + ".")
     assert all(part.isidentifier() for part in private.split("."))
-    assert (private == _private_name(second, 1)) == (first == second)
+    assert (private == private_module(second, 1)) == (first == second)
 
 
 class RankSpec:

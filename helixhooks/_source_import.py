@@ -1,0 +1,129 @@
+"""Plugin code imported from source under private module names, never from a cached ``.pyc``.
+
+Directory and file plugins import as ``helixhooks._plugins.<name>.g<N>``; a finder on
+``sys.meta_path`` answers for their submodules only, searching only the plugin's own directory,
+so plugin directories never go on ``sys.path`` and a package plugin's relative imports work.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import os
+import sys
+import threading
+import types
+from collections.abc import Sequence
+from pathlib import Path
+
+PRIVATE_PACKAGE = "helixhooks._plugins"
+"""Parent of every private plugin module name; nothing else is imported under it."""
+
+
+def private_module(name: str, generation: int) -> str:
+    """``helixhooks._plugins.<name>.g<N>``; the name is escaped injectively into an identifier.
+
+    ``_`` becomes ``__``, ``-`` becomes ``_d`` and ``.`` becomes ``_o``, so ``a-b`` and ``a_b``
+    never share a module name.
+    """
+    safe = name.replace("_", "__").replace("-", "_d").replace(".", "_o")
+    return f"{PRIVATE_PACKAGE}.{safe}.g{generation}"
+
+
+class _SourceLoader(importlib.abc.Loader):
+    """Executes a module from its source file, never from a cached ``.pyc``."""
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+        return None
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        with open(self.filename, "rb") as source:
+            code = compile(source.read(), self.filename, "exec", dont_inherit=True)
+        exec(code, module.__dict__)
+
+
+class _PluginFinder(importlib.abc.MetaPathFinder):
+    """Finds the submodules of private plugin packages, so they compile from source too.
+
+    It answers only for names under PRIVATE_PACKAGE and searches only the parent package's
+    ``__path__`` (the plugin directory), which is why plugin directories need not be on sys.path.
+    ``found`` records what it found per generation's package, so unloading never has to scan
+    ``sys.modules``.
+    """
+
+    def __init__(self) -> None:
+        self.found: dict[str, list[str]] = {}
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: types.ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        if path is None or not fullname.startswith(PRIVATE_PACKAGE + "."):
+            return None
+        leaf = fullname.rpartition(".")[2]
+        root = ".".join(fullname.split(".", 4)[:4])
+        with FINDER_LOCK:
+            self.found.setdefault(root, []).append(fullname)
+        for entry in path:
+            package_dir = os.path.join(entry, leaf)
+            package_init = os.path.join(package_dir, "__init__.py")
+            if os.path.isfile(package_init):
+                return _source_spec(fullname, package_init, package_dir=package_dir)
+            module_file = package_dir + ".py"
+            if os.path.isfile(module_file):
+                return _source_spec(fullname, module_file)
+        return None
+
+
+FINDER = _PluginFinder()
+FINDER_LOCK = threading.Lock()
+
+
+def install_finder() -> None:
+    # Ahead of the path finder, which would otherwise find plugin submodules and use their .pyc.
+    with FINDER_LOCK:
+        if FINDER not in sys.meta_path:
+            sys.meta_path.insert(0, FINDER)
+
+
+def _source_spec(
+    fullname: str, filename: str, package_dir: str | None = None
+) -> importlib.machinery.ModuleSpec:
+    spec = importlib.machinery.ModuleSpec(
+        fullname, _SourceLoader(filename), origin=filename, is_package=package_dir is not None
+    )
+    spec.has_location = True  # so the module gets __file__
+    if package_dir is not None:
+        spec.submodule_search_locations = [package_dir]
+    return spec
+
+
+def import_package(private_name: str, directory: Path) -> types.ModuleType:
+    """A directory plugin as a package, so its own submodules import relatively."""
+    init = directory / "__init__.py"
+    if init.is_file():
+        spec = _source_spec(private_name, str(init), package_dir=str(directory))
+    else:
+        spec = importlib.machinery.ModuleSpec(private_name, None, is_package=True)
+        spec.submodule_search_locations = [str(directory)]
+    return _execute(spec)
+
+
+def import_file(private_name: str, filename: Path) -> types.ModuleType:
+    return _execute(_source_spec(private_name, str(filename)))
+
+
+def _execute(spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
+    module = importlib.util.module_from_spec(spec)
+    # In sys.modules before its code runs, as the import system does, so its relative imports
+    # find their parent package.
+    sys.modules[spec.name] = module
+    if spec.loader is not None:
+        spec.loader.exec_module(module)
+    return module
