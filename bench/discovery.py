@@ -33,6 +33,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _caches import helixhooks_lru_caches
+
 from helixhooks.config import Config
 from helixhooks.discovery import Discovery
 
@@ -85,21 +87,9 @@ def ours(root: Path) -> list[Any]:
     return Discovery(Config(plugin_dirs=[root])).scan()
 
 
-def _lru_caches() -> list[Any]:
-    """Every functools.lru_cache at module level in helixhooks, found rather than listed."""
-    caches = []
-    for name, module in list(sys.modules.items()):
-        if module is None or not (name == "helixhooks" or name.startswith("helixhooks.")):
-            continue
-        for value in vars(module).values():
-            if callable(getattr(value, "cache_clear", None)) and hasattr(value, "cache_info"):
-                caches.append(value)
-    return caches
-
-
 def make_cold() -> None:
     importlib.invalidate_caches()
-    for cache in _lru_caches():
+    for cache in helixhooks_lru_caches():
         cache.cache_clear()
     gc.collect()  # both sides start with the collector's counts at zero
 

@@ -26,9 +26,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _caches import helixhooks_lru_caches
 
 from helixhooks.dependencies import DependencyResolver
 from helixhooks.plugin import PluginInfo
@@ -88,20 +89,8 @@ def make_plugins(size: int, seed: int = 2024) -> tuple[list[PluginInfo], dict[st
     return infos, graph
 
 
-def _lru_caches() -> list[Any]:
-    """Every functools.lru_cache at module level in helixhooks, found rather than listed."""
-    caches = []
-    for name, module in list(sys.modules.items()):
-        if module is None or not (name == "helixhooks" or name.startswith("helixhooks.")):
-            continue
-        for value in vars(module).values():
-            if callable(getattr(value, "cache_clear", None)) and hasattr(value, "cache_info"):
-                caches.append(value)
-    return caches
-
-
 def clear_parse_caches() -> None:
-    for cache in _lru_caches():
+    for cache in helixhooks_lru_caches():
         cache.cache_clear()
 
 

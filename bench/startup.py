@@ -45,6 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pluggy
+from _caches import helixhooks_lru_caches
 
 import helixhooks as hh
 
@@ -161,17 +162,6 @@ class ByHand:
         self.loaded.clear()
 
 
-def _lru_caches() -> list[Any]:
-    caches = []
-    for name, module in list(sys.modules.items()):
-        if module is None or not (name == "helixhooks" or name.startswith("helixhooks.")):
-            continue
-        for value in vars(module).values():
-            if callable(getattr(value, "cache_clear", None)) and hasattr(value, "cache_info"):
-                caches.append(value)
-    return caches
-
-
 _SCRATCH = os.path.join(tempfile.gettempdir(), "helix-")
 
 
@@ -190,7 +180,7 @@ def make_cold() -> None:
     for name in leftover:
         del sys.modules[name]
     importlib.invalidate_caches()
-    for cache in _lru_caches():
+    for cache in helixhooks_lru_caches():
         cache.cache_clear()
     gc.collect()
 
