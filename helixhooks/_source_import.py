@@ -106,13 +106,17 @@ def _source_spec(
 
 def import_package(private_name: str, directory: Path) -> types.ModuleType:
     """A directory plugin as a package, so its own submodules import relatively."""
-    init = directory / "__init__.py"
-    if init.is_file():
-        spec = _source_spec(private_name, str(init), package_dir=str(directory))
-    else:
-        spec = importlib.machinery.ModuleSpec(private_name, None, is_package=True)
-        spec.submodule_search_locations = [str(directory)]
-    return _execute(spec)
+    path = os.fspath(directory)
+    init = os.path.join(path, "__init__.py")
+    if os.path.isfile(init):
+        return _execute(_source_spec(private_name, init, package_dir=path))
+    # No code of its own: a bare package module is all its submodules need (a spec would
+    # cost more than the module, for every plugin loaded).
+    package = types.ModuleType(private_name)
+    package.__path__ = [path]
+    package.__package__ = private_name
+    sys.modules[private_name] = package
+    return package
 
 
 def import_file(private_name: str, filename: Path) -> types.ModuleType:

@@ -21,7 +21,7 @@ from .errors import (
     VersionError,
 )
 from .plugin import PluginInfo
-from .versioning import Constraint, Version, parse_constraint, parse_version
+from .versioning import Constraint, Version, parse_constraint_uncached, parse_version_uncached
 
 
 class _Record(Protocol):
@@ -215,10 +215,10 @@ class DependencyResolver:
         """Match ``version`` against ``constraint`` (not in the cache yet) and cache the answer."""
         parsed = self._constraints.get(constraint)
         if parsed is None:
-            parsed = self._constraints[constraint] = parse_constraint(constraint)
+            parsed = self._constraints[constraint] = parse_constraint_uncached(constraint)
         found = self._versions.get(version)
         if found is None:
-            found = self._versions[version] = parse_version(version)
+            found = self._versions[version] = parse_version_uncached(version)
         try:
             satisfied = parsed.matches(found)
         except VersionError as exc:

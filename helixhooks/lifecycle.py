@@ -89,7 +89,6 @@ class LifecycleManager:
         self._logger = logger or _log
         self._metrics = metrics
         self._on_event = on_event
-        self._resolver = DependencyResolver(registry)
         self._lock = threading.RLock()
 
     def load_all(self, candidates: Iterable[PluginCandidate]) -> list[str]:
@@ -206,7 +205,7 @@ class LifecycleManager:
     def _start_all(self, wanted: list[str] | None) -> Steps[list[str]]:
         for name in wanted or ():
             self._record(name)
-        resolution = self._resolver.resolve(wanted)
+        resolution = self._resolver().resolve(wanted)
         for name, problem in resolution.problems.items():
             record = self.registry.get(name)
             if record is not None and record.state in _START_ALL_PICKS:
@@ -251,7 +250,7 @@ class LifecycleManager:
         self._require_dependencies_started(record, "restart")
         dependents = [
             d
-            for d in self._resolver.dependents(name)
+            for d in self._resolver().dependents(name)
             if self._state(d) is PluginState.STARTED
             or (self._held_by(d) is not None and self._state(d) in _START_ALL_PICKS)
         ]
@@ -281,7 +280,7 @@ class LifecycleManager:
         if record.state is PluginState.STARTED:
             yield from self._stop_recorded(name)
         self._mark_failed(record, error, None)
-        for dependent in self._resolver.dependents(name):
+        for dependent in self._resolver().dependents(name):
             held = self._record(dependent)
             if held.state in _START_ALL_PICKS and held.held_by is not None:
                 self._hold_back(held, self._held_back_error(dependent, name, name), blocker=name)
@@ -542,6 +541,11 @@ class LifecycleManager:
         record = self.registry.get(name)
         return record.held_by if record is not None else None
 
+    def _resolver(self) -> DependencyResolver:
+        # One per use: a resolver caches what it parses, and a long-lived one would keep the
+        # versions of every plugin ever loaded.
+        return DependencyResolver(self.registry)
+
     def _record(self, name: str) -> PluginRecord:
         return self.registry.require(name)
 
@@ -576,7 +580,7 @@ class LifecycleManager:
 
     def _full_order(self) -> list[str]:
         """Every plugin, dependencies first; broken ones last, as nothing can depend on them."""
-        resolution = self._resolver.resolve()
+        resolution = self._resolver().resolve()
         return [*resolution.order, *resolution.problems]
 
     def _emit(self, event: PluginEvent) -> None:

@@ -14,7 +14,7 @@ import attrs
 import pluggy
 
 from .errors import ManifestError, VersionError
-from .versioning import parse_constraint, parse_version
+from .versioning import parse_constraint_uncached, parse_version_uncached
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
@@ -80,7 +80,7 @@ def _parse_dependency(text: str) -> Dependency:
     if not rest:
         return Dependency(name)
     try:
-        parse_constraint(rest)
+        parse_constraint_uncached(rest)
     except VersionError as exc:
         raise ManifestError(
             f"dependency {name!r} has an invalid constraint {rest!r}: {exc.message}",
@@ -131,7 +131,7 @@ class PluginInfo:
                 hint="use letters, digits, '_', '-' and '.', starting with a letter or '_'",
             )
         try:
-            parse_version(self.version)
+            parse_version_uncached(self.version)
         except VersionError as exc:
             raise ManifestError(
                 f"version {self.version!r} is not a valid version: {exc.message}",
@@ -153,7 +153,7 @@ class PluginInfo:
                 )
         if self.requires is not None:
             try:
-                parse_constraint(self.requires)
+                parse_constraint_uncached(self.requires)
             except VersionError as exc:
                 raise ManifestError(
                     f"requires {self.requires!r} is not a valid constraint: {exc.message}",

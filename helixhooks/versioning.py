@@ -159,6 +159,17 @@ def parse_version(text: str) -> Version:
     return _parse_version_cached(text)
 
 
+def parse_version_uncached(text: str) -> Version:
+    """``parse_version`` without the process-wide cache: for callers that keep their own
+    (the resolver) or need none (validating a manifest), so nothing outlives them."""
+    return _parse_version_cached.__wrapped__(text)
+
+
+def parse_constraint_uncached(text: str) -> Constraint:
+    """``parse_constraint`` without the process-wide cache (see parse_version_uncached)."""
+    return _parse_constraint_cached.__wrapped__(text)
+
+
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def _parse_version_cached(text: str) -> Version:
     if len(text) > MAX_LENGTH:
