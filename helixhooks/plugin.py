@@ -14,7 +14,7 @@ import attrs
 import pluggy
 
 from .errors import ManifestError, VersionError
-from .versioning import parse_constraint_uncached, parse_version_uncached
+from .versioning import parse_constraint, parse_version_uncached
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
@@ -80,7 +80,7 @@ def _parse_dependency(text: str) -> Dependency:
     if not rest:
         return Dependency(name)
     try:
-        parse_constraint_uncached(rest)
+        parse_constraint(rest)
     except VersionError as exc:
         raise ManifestError(
             f"dependency {name!r} has an invalid constraint {rest!r}: {exc.message}",
@@ -153,7 +153,7 @@ class PluginInfo:
                 )
         if self.requires is not None:
             try:
-                parse_constraint_uncached(self.requires)
+                parse_constraint(self.requires)
             except VersionError as exc:
                 raise ManifestError(
                     f"requires {self.requires!r} is not a valid constraint: {exc.message}",
