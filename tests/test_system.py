@@ -386,3 +386,28 @@ def test_held_back_plugins_load_once_their_dependency_is_fixed(tmp_path: Path) -
         assert sorted(system.hook.echo(value=0)) == ["middle", "top"]
         assert system.problems == []
     system.close()
+
+
+def test_running_plugins_does_not_fill_the_process_wide_version_cache(tmp_path: Path) -> None:
+    from helixhooks import versioning
+
+    for index in range(20):
+        write_plugin(
+            tmp_path,
+            f"p{index:02d}",
+            "class Plugin:\n    pass\n",
+            version=f"7.{index}.3",
+            dependencies=[f"p{index - 1:02d} ^7.0"] if index else [],
+        )
+    before = versioning._parse_version_cached.cache_info().currsize
+    system = hh.PluginSystem(hh.Config(plugin_dirs=[tmp_path], entry_point_group=None))
+    try:
+        system.load_all()
+        assert len(system.start_all()) == 20
+        system.restart("p00")
+        system.stop_all()
+    finally:
+        system.close()
+    # Validation and each resolver parse versions for themselves: a long-running host that
+    # loads ever new versions keeps none of them.
+    assert versioning._parse_version_cached.cache_info().currsize - before < 20
