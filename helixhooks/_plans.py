@@ -100,7 +100,7 @@ def build_runner(hook_name: str, impls: list[HookImpl], slots: list[_Slot] | Non
     # pluggy runs the wrappers, with every plain impl as one block in their place; the block
     # returns the hook's final answer, which firstresult=True hands over unchanged.
     lists = tuple(
-        [_Block(functools.partial(run_args, firstresult), tuple(names)), *wrappers]
+        [_block(wrappers[0], functools.partial(run_args, firstresult), tuple(names)), *wrappers]
         for firstresult in (False, True)
     )
 
@@ -115,24 +115,25 @@ def _reversed(slots: list[_Slot] | None) -> list[_Slot] | None:
     return list(reversed(slots)) if slots is not None else None
 
 
-class _Block:
-    """Stands in, for pluggy's ``_multicall``, for all the plain impls of a wrapped hook.
+def _block(like: HookImpl, function: Callable[..., object], argnames: tuple[str, ...]) -> HookImpl:
+    """What stands in, for pluggy's ``_multicall``, for all the plain impls of a wrapped hook.
 
-    ``argnames`` are every argument the plain impls take, so pluggy reads them for the block
-    as it would for the impls (a missing one is pluggy's own HookCallError, raised where the
-    first plain impl would be called).
+    ``argnames`` are every argument the plain impls take, so pluggy reads them for the block as
+    it would for the impls (a missing one is pluggy's own HookCallError, raised where the first
+    plain impl would be called). A HookImpl of the same type as the wrappers beside it, so the
+    interpreter's specialized attribute reads in pluggy's loop keep working.
     """
-
-    __slots__ = ("argnames", "function")
-    kwargnames: tuple[str, ...] = ()
-    wrapper = False
-    hookwrapper = False
-    plugin = None
-    plugin_name = "<helixhooks>"
-
-    def __init__(self, function: Callable[..., object], argnames: tuple[str, ...]) -> None:
-        self.function = function
-        self.argnames = argnames
+    block = compat.owned_copy(like, None)
+    for slot, value in (
+        ("function", function),
+        ("argnames", argnames),
+        ("kwargnames", ()),
+        ("wrapper", False),
+        ("hookwrapper", False),
+        ("plugin_name", "<helixhooks>"),
+    ):
+        object.__setattr__(block, slot, value)
+    return block
 
 
 def _timed_copies(impls: list[HookImpl], slots: list[_Slot] | None) -> list[HookImpl]:
