@@ -19,6 +19,9 @@ import attrs
 
 # Histogram buckets per power of two: a bucket's midpoint is within 1/64 (1.6%) of any value in it.
 _SUB_BUCKETS = 32
+_SCALE = 2 * _SUB_BUCKETS
+# Each sub-bucket's upper bound as a mantissa (times 2**exponent).
+_UPPER = tuple(0.5 + (sub + 1) / _SCALE for sub in range(_SUB_BUCKETS))
 # Durations below this share one bucket reported as 0; ``frexp`` stays exact above it.
 _TINY = 2.0**-1000
 _ZERO_KEY = -(2**31)
@@ -97,16 +100,17 @@ class _Slot:
         self.min = min(self.min, chunk[0])
         self.max = max(self.max, chunk[-1])
         buckets = self.buckets
+        get, frexp, ldexp = buckets.get, math.frexp, math.ldexp
         pos = bisect_left(chunk, _TINY)
         if pos:
-            buckets[_ZERO_KEY] = buckets.get(_ZERO_KEY, 0) + pos
+            buckets[_ZERO_KEY] = get(_ZERO_KEY, 0) + pos
+        # One pass per bucket, not per sample; this runs for every call's samples in the end.
         while pos < n:
-            mantissa, exponent = math.frexp(chunk[pos])
-            sub = int((mantissa - 0.5) * 2 * _SUB_BUCKETS)
-            upper = math.ldexp(0.5 + (sub + 1) / (2 * _SUB_BUCKETS), exponent)
-            end = bisect_left(chunk, upper, pos)
+            mantissa, exponent = frexp(chunk[pos])
+            sub = int((mantissa - 0.5) * _SCALE)
+            end = bisect_left(chunk, ldexp(_UPPER[sub], exponent), pos)
             key = exponent * _SUB_BUCKETS + sub
-            buckets[key] = buckets.get(key, 0) + end - pos
+            buckets[key] = get(key, 0) + end - pos
             pos = end
 
     def stats(self) -> CallStats:
