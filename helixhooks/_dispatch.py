@@ -47,8 +47,10 @@ _log = logging.getLogger("helixhooks.dispatch")
 # with a mask): it bounds the raw samples held, and 512-1024 measured cheapest.
 FOLD_EVERY = 1024
 _FOLD_MASK = FOLD_EVERY - 1
-# Hooks called once per start or stop: their plans are not worth keeping with the plugin.
-_ONCE = frozenset({"helix_init", "helix_start", "helix_stop"})
+# Hooks called once per start, stop or reload: their plans are not worth keeping.
+_ONCE = frozenset(
+    {"helix_init", "helix_start", "helix_stop", "helix_save_state", "helix_restore_state"}
+)
 # Plans kept besides the newest per hook, for callers that alternate lists (subset callers).
 _RECENT_PLANS = 32
 
@@ -288,14 +290,14 @@ class Dispatch:
         calls = plan.calls
         calls.append(me)
         try:
-            if plan.dead:
-                # Retired while we were on our way in: plan again, without the retired impls.
-                return self.hookexec(hook_name, hook_impls, caller_kwargs, firstresult)
-            if not next(plan.ticker) & _FOLD_MASK:
-                plan.fold()
-            return plan.run(caller_kwargs, firstresult)
+            if not plan.dead:
+                if not next(plan.ticker) & _FOLD_MASK:
+                    plan.fold()
+                return plan.run(caller_kwargs, firstresult)
         finally:
             calls.remove(me)
+        # Retired while we were on our way in: plan again, without the retired impls.
+        return self.hookexec(hook_name, hook_impls, caller_kwargs, firstresult)
 
     def _plan_for(self, hook_name: str, hook_impls: Sequence[HookImpl]) -> _Plan:
         key = (hook_name, *map(id, hook_impls))
@@ -377,12 +379,20 @@ def _reaching(plan: _Plan, term: Term, idents: list[int]) -> int:
     count = 0
     for ident in idents:
         frame = frames.get(ident)
+        admitted = False
         while frame is not None and not (
             frame.f_code in steps.codes and frame.f_locals.get("fs") is steps.fs
         ):
+            admitted = admitted or (
+                frame.f_code is _HOOKEXEC and frame.f_locals.get("plan") is plan
+            )
             frame = frame.f_back
         if frame is None:
-            # Not in the plan's code: on its way in (it will find the plan dead) or done.
+            # Not in the plan's code yet, or no more. Between hookexec's check that the plan
+            # is alive and the plan's code it will still run every impl, unless they are
+            # skipped; before the check (it will find the plan dead) or after the plan's code,
+            # it is counted too, for the moment it takes to get there.
+            count += admitted and not term.skipped
             continue
         index = frame.f_locals.get("i")
         # Unknown (pluggy's loop on a missing argument): it may be inside. Otherwise inside
@@ -390,6 +400,9 @@ def _reaching(plan: _Plan, term: Term, idents: list[int]) -> int:
         if index is None or index in at or (not term.skipped and index < at[-1]):
             count += 1
     return count
+
+
+_HOOKEXEC = Dispatch.hookexec.__code__
 
 
 def _nothing() -> None:

@@ -57,6 +57,8 @@ class _PluginFinder(importlib.abc.MetaPathFinder):
 
     def __init__(self) -> None:
         self.found: dict[str, list[str]] = {}
+        #: Installed top-level packages a reload imported afresh: compiled from source too.
+        self.fresh: set[str] = set()
 
     def find_spec(
         self,
@@ -64,6 +66,8 @@ class _PluginFinder(importlib.abc.MetaPathFinder):
         path: Sequence[str] | None,
         target: types.ModuleType | None = None,
     ) -> importlib.machinery.ModuleSpec | None:
+        if self.fresh and fullname.partition(".")[0] in self.fresh:
+            return self._from_source(fullname, path, target)
         if path is None or not fullname.startswith(PRIVATE_PACKAGE + "."):
             return None
         leaf = fullname.rpartition(".")[2]
@@ -78,6 +82,30 @@ class _PluginFinder(importlib.abc.MetaPathFinder):
             module_file = package_dir + ".py"
             if os.path.isfile(module_file):
                 return _source_spec(fullname, module_file)
+        return None
+
+    def _from_source(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: types.ModuleType | None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        """What the finders after this one find, but executed from source if it is a .py file.
+
+        They include an editable install's own finder, so its source files are what reloads.
+        """
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is None:
+                continue
+            if isinstance(spec.loader, importlib.machinery.SourceFileLoader) and spec.origin:
+                locations = spec.submodule_search_locations
+                return _source_spec(
+                    fullname, spec.origin, package_dir=locations[0] if locations else None
+                )
+            return spec
         return None
 
 
@@ -131,3 +159,25 @@ def _execute(spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
     if spec.loader is not None:
         spec.loader.exec_module(module)
     return module
+
+
+def fresh_package(package: str) -> dict[str, types.ModuleType]:
+    """Make the next import of installed ``package`` run its current source files.
+
+    Takes its modules out of ``sys.modules`` (returned, for the caller to put back if the new
+    import fails) and has the finder compile them from source from now on: a ``.pyc`` whose
+    source kept its size and mtime-second would otherwise serve the old code.
+    """
+    prefix = package + "."
+    evicted = {
+        key: module
+        for key, module in list(sys.modules.items())
+        if key == package or key.startswith(prefix)
+    }
+    for key in evicted:
+        del sys.modules[key]
+    install_finder()
+    with FINDER_LOCK:
+        FINDER.fresh.add(package)
+    importlib.invalidate_caches()
+    return evicted

@@ -122,6 +122,24 @@ class Discovery:
             hint="pass a plugin directory, its plugin.toml, or a single-file plugin",
         )
 
+    def candidate(self, path: str | os.PathLike[str]) -> PluginCandidate | None:
+        """The plugin at one entry of a plugin dir, by ``scan``'s rules; None if it holds none.
+
+        For the hot reloader, which sees a new file or directory appear. A broken manifest is
+        a ManifestError.
+        """
+        path = Path(path)
+        name = path.name
+        if name.startswith(".") or name == "__pycache__":
+            return None
+        if path.is_dir():
+            info = _directory_info(str(path))
+            return None if info is None else PluginCandidate(info, path, "directory")
+        if name.endswith(".py") and not name.startswith("_") and path.is_file():
+            info = _file_info(str(path))
+            return None if info is None else PluginCandidate(info, path, "file")
+        return None
+
     def entry_points(self, group: str | None = None) -> list[PluginCandidate]:
         """The plugins installed under ``group`` (default: the config's entry_point_group)."""
         problems: list[Problem] = []

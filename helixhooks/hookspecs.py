@@ -36,7 +36,30 @@ class LifecycleSpec:
     def helix_info(self) -> Mapping[str, Any] | None:
         """Optional extra facts about the plugin, shown by ``helixhooks info``."""
 
+    @hookspec(firstresult=True)
+    def helix_save_state(self, ctx: PluginContext) -> object:
+        """On the generation a reload replaces: what the new generation should carry on with.
+
+        In-process the value is handed over as is (by reference, never copied), so live objects
+        such as a bound socket or a cache may be passed; see ``ctx.handover`` in helix_stop.
+        """
+
+    @hookspec
+    def helix_restore_state(self, state: object, ctx: PluginContext) -> None:
+        """On the new generation, before it serves: take over what helix_save_state returned.
+
+        Raising rolls the reload back; the old generation keeps serving.
+        """
+
 
 LIFECYCLE_HOOKS = frozenset(
-    {"helix_init", "helix_start", "helix_stop", "helix_health_check", "helix_info"}
+    {
+        "helix_init",
+        "helix_start",
+        "helix_stop",
+        "helix_health_check",
+        "helix_info",
+        "helix_save_state",
+        "helix_restore_state",
+    }
 )

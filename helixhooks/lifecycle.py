@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +20,14 @@ from .config import Config
 from .dependencies import DependencyResolver
 from .errors import DependencyError, HelixError, LifecycleError, LoadError, PluginTimeout
 from .loader import LoadedPlugin, Loader
-from .plugin import PluginCandidate, PluginContext, PluginEvent, PluginState, deliver
+from .plugin import (
+    PluginCandidate,
+    PluginContext,
+    PluginEvent,
+    PluginInfo,
+    PluginState,
+    deliver,
+)
 from .registry import PluginRecord, Registry
 
 if TYPE_CHECKING:
@@ -36,8 +43,17 @@ _CAN_RESTART = _CAN_INIT | _CAN_START | _CAN_STOP
 _START_ALL_PICKS = frozenset({PluginState.LOADED, PluginState.INITIALIZED, PluginState.STOPPED})
 
 
-def context_for(record: PluginRecord, config: Config, registry: Registry) -> PluginContext:
-    """What a plugin's lifecycle hooks are handed: identity, merged config, the host's hooks."""
+def context_for(
+    record: PluginRecord | LoadedPlugin,
+    config: Config,
+    registry: Registry,
+    *,
+    handover: bool = False,
+) -> PluginContext:
+    """What a plugin's lifecycle hooks are handed: identity, merged config, the host's hooks.
+
+    For a record, as it is now; for a generation (a reload's staged one), as it was loaded.
+    """
     candidate = record.candidate
     path = (
         candidate.source if candidate is not None and isinstance(candidate.source, Path) else None
@@ -48,6 +64,7 @@ def context_for(record: PluginRecord, config: Config, registry: Registry) -> Plu
         config=config.config_for(record.name, record.info.config),
         path=path,
         hook=registry.pm.hook,
+        handover=handover,
     )
 
 
@@ -87,9 +104,10 @@ class LifecycleManager:
         self.loader = loader
         self.config = config if config is not None else loader.config
         self._logger = logger or _log
-        self._metrics = metrics
+        self.metrics = metrics
         self._on_event = on_event
-        self._lock = threading.RLock()
+        #: Held for a whole lifecycle operation: one runs at a time.
+        self.lock = threading.RLock()
 
     def load_all(self, candidates: Iterable[PluginCandidate]) -> list[str]:
         """Record, resolve, load and initialize ``candidates``; returns the names initialized.
@@ -99,10 +117,13 @@ class LifecycleManager:
         broken plugin is FAILED with the reason, its dependents are held back, and every other
         plugin loads.
         """
-        with self._lock:
-            return drive(self._load_all(list(candidates)))
+        with self.lock:
+            return drive(self.load_all_steps(list(candidates)))
 
-    def _load_all(self, candidates: list[PluginCandidate]) -> Steps[list[str]]:
+    def load_all_steps(
+        self, candidates: list[PluginCandidate], names: Collection[str] | None = None
+    ) -> Steps[list[str]]:
+        """``load_all`` as steps; ``names`` limits it to those plugins (say, ones held back)."""
         for candidate in candidates:
             self._admit(candidate)
         resolution = DependencyResolver(
@@ -110,17 +131,17 @@ class LifecycleManager:
         ).resolve()
         for name, error in resolution.problems.items():
             record = self.registry.get(name)
-            if record is None or not _wants_load(record):
+            if record is None or not _wants_load(record) or (names and name not in names):
                 continue
             if name in resolution.held_back:
                 self._hold_back(record, error, blocker=error.plugin or name)
             else:
-                self._mark_failed(record, error, None)
+                self.mark_failed(record, error, None)
         initialized = []
         held: dict[str, str] = {}  # held-back plugin -> the failed plugin at the root of it
         for name in resolution.order:
             record = self._record(name)
-            if not _wants_load(record):
+            if not _wants_load(record) or (names and name not in names):
                 continue
             blocker = self._blocker(record, held)
             if blocker is not None and blocker[1] is not None:
@@ -151,36 +172,38 @@ class LifecycleManager:
     def _load(self, record: PluginRecord) -> Steps[bool]:
         """Import the plugin's code; a failure leaves it FAILED with the reason."""
         name = record.name
-        isolation = self.config.isolation or record.info.isolation
         try:
-            if isolation == "process":
-                # Running it in-process instead would silently drop the isolation it asked for.
-                raise LoadError(
-                    "asks for process isolation, which this version of helixhooks cannot "
-                    "provide yet",
-                    plugin=name,
-                    path=_location(record),
-                    hint="set isolation = 'inprocess' in its manifest (or Config.isolation) "
-                    "to run it in the host process",
-                )
+            self.refuse_unsupported(record.info, _location(record))
             loaded = yield from self.loader.load_steps(record.candidate or record.info.name)
         except HelixError as exc:
-            self._mark_failed(record, exc, None)
+            self.mark_failed(record, exc, None)
             return False
         self.registry.register(loaded)
         with self.registry.lock:
             record.held_by = None
-        self._emit(PluginEvent("loaded", name, record.info.version))
+        self.emit(PluginEvent("loaded", name, record.info.version))
         return True
+
+    def refuse_unsupported(self, info: PluginInfo, location: str | None) -> None:
+        """A LoadError for a plugin this host cannot run as its manifest asks."""
+        if (self.config.isolation or info.isolation) == "process":
+            # Running it in-process instead would silently drop the isolation it asked for.
+            raise LoadError(
+                "asks for process isolation, which this version of helixhooks cannot provide yet",
+                plugin=info.name,
+                path=location,
+                hint="set isolation = 'inprocess' in its manifest (or Config.isolation) "
+                "to run it in the host process",
+            )
 
     def init(self, name: str) -> None:
         """LOADED, STOPPED or FAILED -> INITIALIZED: ``helix_init(config, ctx)``."""
-        with self._lock:
+        with self.lock:
             drive(self._init(name))
 
     def start(self, name: str) -> None:
         """INITIALIZED or STOPPED -> STARTED: ``helix_start(ctx)``, then its hookimpls go live."""
-        with self._lock:
+        with self.lock:
             drive(self._start(name))
 
     def stop(self, name: str) -> None:
@@ -188,7 +211,7 @@ class LifecycleManager:
 
         A stop that raises or overruns leaves the plugin FAILED (re-init before the next start).
         """
-        with self._lock:
+        with self.lock:
             drive(self._stop(name))
 
     def start_all(self, names: Iterable[str] | None = None) -> list[str]:
@@ -199,19 +222,19 @@ class LifecycleManager:
         it are held back (their state stays, their ``error`` says why). Never raises for a
         plugin's fault.
         """
-        with self._lock:
+        with self.lock:
             return drive(self._start_all(None if names is None else list(names)))
 
     def _start_all(self, wanted: list[str] | None) -> Steps[list[str]]:
         for name in wanted or ():
             self._record(name)
-        resolution = self._resolver().resolve(wanted)
+        resolution = self.resolver().resolve(wanted)
         for name, problem in resolution.problems.items():
             record = self.registry.get(name)
             if record is not None and record.state in _START_ALL_PICKS:
                 self._hold_back(record, problem, blocker=problem.plugin or name)
         picked = [n for n in resolution.order if self._state(n) in _START_ALL_PICKS]
-        return (yield from self._start_each(picked))
+        return (yield from self.start_steps(picked))
 
     def stop_all(self) -> None:
         """Stop every STARTED plugin, dependents before their dependencies.
@@ -219,13 +242,13 @@ class LifecycleManager:
         A plugin whose stop fails is recorded (FAILED, its error, a "failed" event) and the
         others are still stopped.
         """
-        with self._lock:
+        with self.lock:
             drive(self._stop_all())
 
     def _stop_all(self) -> Steps[None]:
         for name in reversed(self._full_order()):
             if self._state(name) is PluginState.STARTED:
-                yield from self._stop_recorded(name)
+                yield from self.stop_steps(name)
 
     def restart(self, name: str) -> None:
         """Stop the plugin's started dependents and the plugin, then start it and them again.
@@ -234,7 +257,7 @@ class LifecycleManager:
         are started too once it is up. Raises if the plugin itself cannot be brought back (its
         dependents are then held back), or if a dependency of it is not started.
         """
-        with self._lock:
+        with self.lock:
             drive(self._restart(name))
 
     def _restart(self, name: str) -> Steps[None]:
@@ -250,21 +273,21 @@ class LifecycleManager:
         self._require_dependencies_started(record, "restart")
         dependents = [
             d
-            for d in self._resolver().dependents(name)
+            for d in self.resolver().dependents(name)
             if self._state(d) is PluginState.STARTED
             or (self._held_by(d) is not None and self._state(d) in _START_ALL_PICKS)
         ]
         for dependent in reversed(dependents):
             if self._state(dependent) is PluginState.STARTED:
-                yield from self._stop_recorded(dependent)
+                yield from self.stop_steps(dependent)
         if record.state is PluginState.STARTED:
-            yield from self._stop_recorded(name)
+            yield from self.stop_steps(name)
         try:
             yield from self._bring_up(name)
         except HelixError:
-            yield from self._start_each(dependents)  # they are held back, with the reason
+            yield from self.start_steps(dependents)  # they are held back, with the reason
             raise
-        yield from self._start_each(dependents)
+        yield from self.start_steps(dependents)
 
     def fail(self, name: str, error: HelixError) -> None:
         """Take a plugin out of service as FAILED with ``error`` (e.g. when it is given up on).
@@ -272,15 +295,15 @@ class LifecycleManager:
         A STARTED plugin is stopped first, so its hookimpls leave the live manager and
         ``helix_stop`` gets to release what it holds.
         """
-        with self._lock:
+        with self.lock:
             drive(self._fail(name, error))
 
     def _fail(self, name: str, error: HelixError) -> Steps[None]:
         record = self._record(name)
         if record.state is PluginState.STARTED:
-            yield from self._stop_recorded(name)
-        self._mark_failed(record, error, None)
-        for dependent in self._resolver().dependents(name):
+            yield from self.stop_steps(name)
+        self.mark_failed(record, error, None)
+        for dependent in self.resolver().dependents(name):
             held = self._record(dependent)
             if held.state in _START_ALL_PICKS and held.held_by is not None:
                 self._hold_back(held, self._held_back_error(dependent, name, name), blocker=name)
@@ -299,8 +322,8 @@ class LifecycleManager:
             self._check_unchanged(record, loaded, "init")
             self.registry.set_state(name, PluginState.INITIALIZED)
             record.timings["init"] = duration
-        if self._metrics is not None:
-            self._metrics.record_init(name, duration)
+        if self.metrics is not None:
+            self.metrics.record_init(name, duration)
 
     def _start(self, name: str) -> Steps[None]:
         record = self._record(name)
@@ -323,11 +346,11 @@ class LifecycleManager:
         if misfit is not None:
             # Hookspecs the host added since the load may not fit: the plugin cannot serve.
             yield from self._release(loaded, ctx)
-            self._mark_failed(record, misfit, duration)
+            self.mark_failed(record, misfit, duration)
             raise misfit
-        if self._metrics is not None:
-            self._metrics.record_start(name, duration)
-        self._emit(PluginEvent("started", name, record.info.version, duration=duration))
+        if self.metrics is not None:
+            self.metrics.record_start(name, duration)
+        self.emit(PluginEvent("started", name, record.info.version, duration=duration))
 
     def _stop(self, name: str) -> Steps[None]:
         record = self._record(name)
@@ -335,7 +358,7 @@ class LifecycleManager:
         # Its dependents first: a started plugin's dependencies are always started.
         for dependent in self.registry.direct_dependents(name):
             if self._state(dependent) is PluginState.STARTED:
-                yield from self._stop_recorded(dependent)
+                yield from self.stop_steps(dependent)
                 self._hold_back(
                     self._record(dependent),
                     self._held_back_error(dependent, name, None),
@@ -351,7 +374,7 @@ class LifecycleManager:
         duration = yield from self._run_hook(record, loaded, "stop", ctx=ctx)
         with self.registry.lock:
             record.timings["stop"] = duration
-        self._emit(PluginEvent("stopped", name, record.info.version, duration=duration))
+        self.emit(PluginEvent("stopped", name, record.info.version, duration=duration))
 
     def _release(self, loaded: LoadedPlugin, ctx: PluginContext) -> Steps[None]:
         """``helix_stop`` for a plugin that started but cannot serve; a failure is only logged."""
@@ -360,7 +383,7 @@ class LifecycleManager:
         except HelixError as exc:
             self._logger.warning("plugin %r: helix_stop failed or overran: %s", ctx.name, exc)
 
-    def _stop_recorded(self, name: str) -> Steps[None]:
+    def stop_steps(self, name: str) -> Steps[None]:
         try:
             yield from self._stop(name)
         except HelixError as exc:
@@ -373,7 +396,7 @@ class LifecycleManager:
             yield from self._init(name)
         yield from self._start(name)
 
-    def _start_each(self, order: list[str]) -> Steps[list[str]]:
+    def start_steps(self, order: list[str]) -> Steps[list[str]]:
         """Bring up ``order`` one by one, holding back whatever depends on a plugin not started."""
         started: list[str] = []
         held: dict[str, str] = {}  # held-back plugin -> the failed plugin at the root of it
@@ -437,7 +460,7 @@ class LifecycleManager:
             record.error = error
             record.held_by = blocker
         self._logger.warning("%s", error)
-        self._emit(PluginEvent("held_back", record.name, record.info.version, error=error))
+        self.emit(PluginEvent("held_back", record.name, record.info.version, error=error))
 
     def run_phase(self, loaded: LoadedPlugin, phase: str, **kwargs: object) -> float:
         """Run ``helix_<phase>`` of one generation, live or staged, bounded by load_timeout.
@@ -449,13 +472,21 @@ class LifecycleManager:
 
     def phase_steps(self, loaded: LoadedPlugin, phase: str, **kwargs: object) -> Steps[float]:
         """``run_phase`` as steps, for an operation that runs several (see _operation)."""
+        return (yield from self.hook_steps(loaded, phase, **kwargs))[1]
+
+    def hook_steps(
+        self, loaded: LoadedPlugin, phase: str, **kwargs: object
+    ) -> Steps[tuple[object, float]]:
+        """``phase_steps`` giving the hook's answer too (a firstresult hook's, else a list)."""
         hook = f"helix_{phase}"
         if not loaded.gen.implements(hook):
-            return 0.0
+            return None, 0.0
         dispatch = self.registry.dispatch
         timeout = self.config.load_timeout
+        caller = getattr(self.registry.pm.hook, hook)
+        firstresult = bool(caller.spec is not None and caller.spec.opts.get("firstresult"))
         outcome: Outcome = yield Step(
-            lambda: dispatch.call(loaded.gen, hook, kwargs),
+            lambda: dispatch.call(loaded.gen, hook, kwargs, firstresult=firstresult),
             plugin=loaded.name,
             phase=phase,
             timeout=timeout,
@@ -477,7 +508,7 @@ class LifecycleManager:
                 hint=f"fix the plugin's {hook}; the original exception is chained",
             )
             raise error from outcome.error
-        return outcome.duration
+        return outcome.value, outcome.duration
 
     def _run_hook(
         self,
@@ -504,16 +535,16 @@ class LifecycleManager:
     ) -> None:
         with self.registry.lock:
             self._check_unchanged(record, loaded, phase)
-        self._mark_failed(record, error, duration)
+        self.mark_failed(record, error, duration)
 
-    def _mark_failed(self, record: PluginRecord, error: HelixError, duration: float | None) -> None:
+    def mark_failed(self, record: PluginRecord, error: HelixError, duration: float | None) -> None:
         with self.registry.lock:
             if record.state is PluginState.FAILED:
                 record.error = error
             else:
                 self.registry.set_state(record.name, PluginState.FAILED, error)
         self._logger.error("%s", error)
-        self._emit(
+        self.emit(
             PluginEvent("failed", record.name, record.info.version, error=error, duration=duration)
         )
 
@@ -541,7 +572,7 @@ class LifecycleManager:
         record = self.registry.get(name)
         return record.held_by if record is not None else None
 
-    def _resolver(self) -> DependencyResolver:
+    def resolver(self) -> DependencyResolver:
         # One per use: a resolver caches what it parses, and a long-lived one would keep the
         # versions of every plugin ever loaded.
         return DependencyResolver(self.registry)
@@ -580,9 +611,9 @@ class LifecycleManager:
 
     def _full_order(self) -> list[str]:
         """Every plugin, dependencies first; broken ones last, as nothing can depend on them."""
-        resolution = self._resolver().resolve()
+        resolution = self.resolver().resolve()
         return [*resolution.order, *resolution.problems]
 
-    def _emit(self, event: PluginEvent) -> None:
+    def emit(self, event: PluginEvent) -> None:
         # On the thread that asked for the operation, in order (see _operation.post).
         post(lambda: deliver(self._on_event, event, self._logger))

@@ -39,6 +39,7 @@ from ._operation import Outcome, Step, Steps, drive
 from ._source_import import (
     FINDER,
     FINDER_LOCK,
+    fresh_package,
     import_file,
     import_package,
     install_finder,
@@ -165,6 +166,11 @@ class Loader:
                 # Another Loader's generation of a plugin with this name lives there.
                 generation += 1
         private_name = private_module(name, generation)
+        evicted: dict[str, types.ModuleType] = {}
+        if not isinstance(candidate.source, Path) and self.loaded(name) is not None:
+            # A new generation of installed code: its package imports afresh, from source,
+            # while the old generation keeps its module objects (and is put back on failure).
+            evicted = fresh_package(candidate.source.module.partition(".")[0])
         # Only an entry point needs to tell its new modules from the rest by a before/after
         # difference; a private package's are all under its name (and the finder records them).
         known_modules = (
@@ -177,6 +183,7 @@ class Loader:
             timeout=self.config.load_timeout,
         )
         if outcome.timed_out:
+            sys.modules.update(evicted)
             with _LOAD_LOCK:
                 # Its import runs on: the next load of this plugin must not take its name.
                 self._generations[name] = max(generation, self._generations.get(name, 0))
@@ -212,6 +219,7 @@ class Loader:
         except BaseException:
             for key in _created_modules(candidate, private_name, known_modules):
                 sys.modules.pop(key, None)
+            sys.modules.update(evicted)
             with FINDER_LOCK:
                 FINDER.found.pop(private_name, None)
             raise
@@ -258,7 +266,7 @@ class Loader:
             generations = self._live.pop(name, ())
             for loaded in generations:
                 self._disown(loaded)
-                _drop_modules(loaded)
+                _drop_modules(loaded, keep=())
         if generations:
             self.logger.debug("unloaded %s", name)
 
@@ -274,7 +282,8 @@ class Loader:
             else:
                 self._live.pop(loaded.name, None)
             self._disown(loaded)
-            _drop_modules(loaded)
+            # An entry point's generations share module names: the newer one's stay.
+            _drop_modules(loaded, keep=rest)
         self.logger.debug("discarded %s generation %d", loaded.name, loaded.generation)
 
     def _as_candidate(
@@ -466,10 +475,11 @@ def _created_modules(
     return tuple(sorted(key for key in added if key == package or key.startswith(prefix)))
 
 
-def _drop_modules(loaded: LoadedPlugin) -> None:
+def _drop_modules(loaded: LoadedPlugin, keep: Sequence[LoadedPlugin]) -> None:
     # The finder's record also holds submodules the plugin imported lazily, after load.
     root = private_module(loaded.name, loaded.generation)
     with FINDER_LOCK:
         found = FINDER.found.pop(root, [])
-    for key in {*loaded.modules, *found}:
+    kept = {key for other in keep for key in other.modules}
+    for key in {*loaded.modules, *found} - kept:
         sys.modules.pop(key, None)

@@ -303,7 +303,10 @@ class PluginContext:
     """What a plugin's lifecycle hooks are handed: its identity, merged config and a logger.
 
     ``hook`` is the host's hook relay, so a plugin can call the capabilities of the plugins it
-    depends on (which are started before it).
+    depends on (which are started before it). ``handover`` is True in the ``helix_stop`` of a
+    generation that another generation of the same plugin takes over from (the new one after a
+    reload, the old one again after a reload rolled back): what passed between them through
+    ``helix_save_state``/``helix_restore_state`` is no longer this generation's to release.
     """
 
     name: str
@@ -311,6 +314,7 @@ class PluginContext:
     config: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping, hash=False)
     path: Path | None = None
     hook: pluggy.HookRelay | None = attrs.field(default=None, eq=False, hash=False, repr=False)
+    handover: bool = False
 
     @property
     def logger(self) -> logging.Logger:
@@ -326,12 +330,25 @@ TRANSITIONS: Mapping[PluginState, frozenset[PluginState]] = {
     PluginState.LOADED: frozenset(
         {PluginState.INITIALIZED, PluginState.FAILED, PluginState.UNLOADED}
     ),
+    # A plugin not serving may have its code replaced by a reload: LOADED again, to be inited.
     PluginState.INITIALIZED: frozenset(
-        {PluginState.STARTED, PluginState.STOPPED, PluginState.FAILED, PluginState.UNLOADED}
+        {
+            PluginState.LOADED,
+            PluginState.STARTED,
+            PluginState.STOPPED,
+            PluginState.FAILED,
+            PluginState.UNLOADED,
+        }
     ),
     PluginState.STARTED: frozenset({PluginState.STOPPED, PluginState.FAILED}),
     PluginState.STOPPED: frozenset(
-        {PluginState.STARTED, PluginState.INITIALIZED, PluginState.FAILED, PluginState.UNLOADED}
+        {
+            PluginState.LOADED,
+            PluginState.STARTED,
+            PluginState.INITIALIZED,
+            PluginState.FAILED,
+            PluginState.UNLOADED,
+        }
     ),
     # A failed plugin may be retried (re-init, or re-load after its files change) or dropped.
     PluginState.FAILED: frozenset(

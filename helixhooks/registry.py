@@ -117,15 +117,19 @@ class Registry:
             self._index(info)
             return record
 
-    def register(self, loaded: LoadedPlugin) -> PluginRecord:
-        """Record ``loaded`` as the plugin's code, now LOADED (not yet active)."""
+    def register(self, loaded: LoadedPlugin, *, replacing: bool = False) -> PluginRecord:
+        """Record ``loaded`` as the plugin's code, now LOADED (not yet active).
+
+        ``replacing``: a reload gives a plugin that is not serving new code, so one that is
+        LOADED already stays so.
+        """
         name = loaded.info.name
         with self.lock:
             record = self._records.get(name)
             if record is None:
                 record = PluginRecord(loaded.info, PluginState.LOADED, candidate=loaded.candidate)
                 self._records[name] = record
-            else:
+            elif not (replacing and record.state is PluginState.LOADED):
                 self.set_state(name, PluginState.LOADED)
                 self._unindex(record.info)
                 record.info = loaded.info
@@ -308,14 +312,18 @@ class Registry:
     def is_active(self, name: str) -> bool:
         return self.pm.has_plugin(name)
 
-    def swap(self, name: str, new: LoadedPlugin) -> LoadedPlugin:
+    def swap(self, name: str, new: LoadedPlugin, *, remember: bool = True) -> LoadedPlugin:
         """Replace an active plugin's hookimpls by ``new``'s in place; returns the old generation.
 
         Each hook's implementation list is rebuilt with the new impls at the old ones' positions
         and replaced in one assignment, so a concurrent call sees the old or the new version,
         never neither and never both. A hook only ``new`` implements is placed by pluggy's own
         ordering rules; a hook only the old one implemented loses it. ``new`` is verified against
-        the live hookspecs first: a misfit is a LoadError and nothing changes.
+        the live hookspecs first: a misfit is a LoadError and nothing changes. Returns once the
+        calls admitted to the old generation have finished.
+
+        ``remember=False`` leaves the version history alone: a reload records the version only
+        once nothing can roll it back (``remember``).
         """
         with self.lock:
             old = self._require_loaded(name)
@@ -358,9 +366,23 @@ class Registry:
             record.info = new.info
             self._index(new.info)
             record.candidate = new.candidate or record.candidate
-            self._remember(name, new.info.version)
+            if remember:
+                self._remember(name, new.info.version)
         self.drain(term)
         return old
+
+    def remember(self, name: str, version: str) -> None:
+        """Add ``version`` to ``name``'s history (see ``swap``)."""
+        with self.lock:
+            self._remember(name, version)
+
+    def verify(self, new: LoadedPlugin) -> None:
+        """Check ``new``'s hookimpls against the live hookspecs; a misfit is a LoadError."""
+        with self.lock:
+            for hook_name, impl in new.gen.impls:
+                caller = getattr(self.pm.hook, hook_name, None)
+                if caller is not None:
+                    self._verify(caller, [impl], new.name, new)
 
     def _plan_swap(
         self,
@@ -373,10 +395,7 @@ class Registry:
 
         Verifying comes first: the new generation's term begins only once nothing can fail.
         """
-        for hook_name, impl in new.gen.impls:
-            caller = getattr(self.pm.hook, hook_name, None)
-            if caller is not None:
-                self._verify(caller, [impl], name, new)
+        self.verify(new)
         new_impls: dict[str, builtins.list[HookImpl]] = {}
         for hook_name, impl in self.dispatch.activate(new.gen):
             new_impls.setdefault(hook_name, []).append(impl)

@@ -5,25 +5,31 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from ._dispatch import NotServing
+from ._operation import drive
 from .config import Config
 from .dependencies import DependencyResolver
 from .discovery import Discovery
-from .errors import HelixError, LifecycleError, LoadError
+from .errors import HelixError, LifecycleError, LoadError, ReloadError
 from .health import HealthChecker, HealthMonitor, HealthStatus
 from .lifecycle import LifecycleManager
 from .loader import Loader
 from .metrics import Metrics, PluginStats
-from .plugin import PluginEvent, PluginInfo, PluginState, Problem, deliver
+from .plugin import PluginCandidate, PluginEvent, PluginInfo, PluginState, Problem, deliver
 from .registry import PluginRecord, Registry
+from .reload import reload_steps
+
+if TYPE_CHECKING:
+    from .hot_reload import HotReloader
 
 Subscriber = Callable[[PluginEvent], None]
 
@@ -63,6 +69,7 @@ class PluginSystem:
         self._subscribers: list[Subscriber] = []
         self._scan_problems: list[Problem] = []
         self._lock = threading.RLock()
+        self._reloader: HotReloader | None = None
 
     @property
     def hook(self) -> pluggy.HookRelay:
@@ -122,10 +129,13 @@ class PluginSystem:
                     self.health_checker, self.lifecycle, interval=interval, on_event=self._emit
                 )
                 self.health_monitor.start()
+            if self.config.hot_reload:
+                self.watch()
             return started
 
     def stop_all(self) -> None:
-        """Stop the health monitor, then every started plugin in reverse dependency order."""
+        """Stop watching and the health monitor, then every started plugin, dependents first."""
+        self.stop_watching()
         with self._lock:
             monitor, self.health_monitor = self.health_monitor, None
             if monitor is not None:
@@ -150,6 +160,99 @@ class PluginSystem:
         with self._lock:
             self._record(name)
             self.lifecycle.restart(name)
+
+    def load_plugin(self, path: str | os.PathLike[str]) -> str | None:
+        """Load and start the plugin at ``path``, an entry of a plugin dir that appeared later.
+
+        Returns its name, or None if ``path`` holds no plugin by discovery's rules. Raises the
+        plugin's error if it could not be loaded or started (held back by a dependency that is
+        not started is not an error: it starts with that dependency).
+        """
+        with self._lock:
+            candidate = self.discovery.candidate(path)
+            if candidate is None:
+                return None
+            name = candidate.info.name
+            existing = self.registry.get(name)
+            if existing is not None and existing.loaded is not None:
+                raise LoadError(
+                    f"a plugin named {name!r} is already loaded from {_location(existing)}",
+                    plugin=name,
+                    path=candidate.location,
+                    hint="give the new plugin another name, or remove one of the two",
+                )
+            self.lifecycle.load_all([candidate])
+            with self.lifecycle.lock:
+                drive(self.lifecycle.start_steps([name]))
+            record = self._record(name)
+            if record.state is PluginState.FAILED and isinstance(record.error, HelixError):
+                raise record.error
+            return name
+
+    def watch(self) -> HotReloader:
+        """Reload plugins as their files change, in a thread of its own, until stop_watching().
+
+        Watches the config's plugin dirs; ``HotReloader.watch`` adds more. Started by
+        ``start_all`` when ``Config.hot_reload`` is set.
+        """
+        # Imported here: hosts that never watch do not pay for watchdog's import.
+        from .hot_reload import HotReloader
+
+        with self._lock:
+            if self._reloader is None:
+                self._reloader = HotReloader(self)
+                self._reloader.start()
+            return self._reloader
+
+    def stop_watching(self) -> None:
+        """Stop reloading on file changes; a reload under way finishes first."""
+        with self._lock:
+            reloader, self._reloader = self._reloader, None
+        # Not under the lock: the reloader's thread may be waiting for it to reload.
+        if reloader is not None:
+            reloader.stop()
+
+    def reload(self, name: str) -> None:
+        """Replace ``name`` by what its files (or its installed distribution) hold now.
+
+        A transaction (see reload.py): the new version serves, with its dependents restarted
+        against it, or nothing changes and ReloadError says why. Works for directory, file and
+        entry-point plugins; an entry point's metadata is read again, so a ``pip install -U``
+        reloads the new version.
+        """
+        with self._lock:
+            record = self._record(name)
+            with self.lifecycle.lock:
+                drive(reload_steps(self.lifecycle, name, lambda: self._current(record)))
+
+    def _current(self, record: PluginRecord) -> PluginCandidate:
+        """The candidate for ``record``'s plugin as its files or metadata read now."""
+        candidate = record.candidate
+        if candidate is None:
+            raise ReloadError(
+                "was registered by hand, so there are no files to reload it from",
+                plugin=record.name,
+                hint="register the new object yourself (Registry.swap), or load it from a file",
+            )
+        source = candidate.source
+        if isinstance(source, Path):
+            if not source.exists():
+                raise ReloadError(
+                    "its files are gone",
+                    plugin=record.name,
+                    path=str(source),
+                    hint="put them back, or unload the plugin",
+                )
+            return PluginCandidate(self.discovery.get_info(source), source, candidate.kind)
+        for found in self.discovery.entry_points():
+            if found.info.name == record.name:
+                return found
+        raise ReloadError(
+            "its entry point is no longer installed",
+            plugin=record.name,
+            path=candidate.location,
+            hint="install its distribution again, or unload the plugin",
+        )
 
     def unload(self, name: str) -> None:
         """Stop (dependents first), then drop a plugin and its modules."""
