@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gc
+import json
+import os
 import socket
+import subprocess
 import sys
 import threading
 import weakref
@@ -410,6 +413,7 @@ def test_editing_a_package_submodule_reloads_the_package(
 
 PORT_HOLDER = """
 import socket
+import subprocess
 import helixhooks as hh
 
 class Plugin:
@@ -564,3 +568,98 @@ def test_200_reloads_leave_no_growth_behind(
         assert len(system.registry.versions("a")) == HISTORY_LIMIT
         gc.collect()
         assert first_module() is None, "the first generation's module is still referenced"
+
+
+ENTRY_POINT_PLUGIN = """
+import helixhooks as hh
+
+class Plugin:
+    @hh.hookimpl
+    def echo(self, value):
+        return "{tag}"
+"""
+
+HOST_SCRIPT = """
+import json, os, site, subprocess, sys
+from pathlib import Path
+site.addsitedir(sys.argv[1])
+import helixhooks as hh
+
+class Spec:
+    @hh.hookspec
+    def echo(self, value): ...
+
+config = hh.Config(plugin_dirs=[], entry_point_group="helixhooks.test_reload")
+answers = []
+with hh.PluginSystem(config, specs=[Spec]) as system:
+    answers.append([system.hook.echo(value=0), system.get("eppkg").version])
+    subprocess.run(sys.argv[2:], check=True, capture_output=True)
+    system.reload("eppkg")
+    answers.append([system.hook.echo(value=0), system.get("eppkg").version])
+    answers.append(system.registry.versions("eppkg"))
+print(json.dumps(answers))
+"""
+
+
+def _entry_point_project(root: Path, version: str, tag: str) -> Path:
+    project = root / "eppkg"
+    package = project / "src" / "eppkg"
+    package.mkdir(parents=True, exist_ok=True)
+    (project / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=68"]\nbuild-backend = "setuptools.build_meta"\n'
+        f'[project]\nname = "eppkg"\nversion = "{version}"\n'
+        '[project.entry-points."helixhooks.test_reload"]\neppkg = "eppkg.plugin:Plugin"\n'
+    )
+    (package / "__init__.py").write_text("")
+    (package / "plugin.py").write_text(ENTRY_POINT_PLUGIN.format(tag=tag))
+    return project
+
+
+def _pip(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps"] + [
+        "--no-build-isolation",
+        "--no-input",
+        "--disable-pip-version-check",
+        *args,
+    ]
+
+
+def _host(target: Path, *then: str) -> list[object]:
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # a stale .pyc must not fool the reload
+    done = subprocess.run(
+        [sys.executable, "-c", HOST_SCRIPT, str(target), *then],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    answers: list[object] = json.loads(done.stdout)
+    return answers
+
+
+def test_an_editable_entry_point_plugin_reloads_from_its_changed_source(tmp_path: Path) -> None:
+    project = _entry_point_project(tmp_path, "1.0.0", "v1")
+    target = tmp_path / "site"
+    subprocess.run(_pip("--target", str(target), "-e", str(project)), check=True, timeout=300)
+    source = project / "src" / "eppkg" / "plugin.py"
+    # The edit keeps the size and the mtime, as a quick save can: only the source tells.
+    edit = (
+        "import os, sys; from pathlib import Path; p = Path(sys.argv[1]); s = p.stat(); "
+        "p.write_text(p.read_text().replace('v1', 'v2')); os.utime(p, ns=(s.st_atime_ns, "
+        "s.st_mtime_ns))"
+    )
+    answers = _host(target, sys.executable, "-c", edit, str(source))
+    assert answers == [[["v1"], "1.0.0"], [["v2"], "1.0.0"], ["1.0.0", "1.0.0"]]
+
+
+def test_an_upgraded_distribution_reloads_with_its_new_metadata(tmp_path: Path) -> None:
+    target = tmp_path / "site"
+    old = _entry_point_project(tmp_path / "old", "1.0.0", "v1")
+    subprocess.run(_pip("--target", str(target), str(old)), check=True, timeout=300)
+    new = _entry_point_project(tmp_path / "new", "2.0.0", "v2")
+    upgrade = _pip("--upgrade", "--target", str(target), str(new))
+    answers = _host(target, *upgrade)
+    assert answers == [[["v1"], "1.0.0"], [["v2"], "2.0.0"], ["1.0.0", "2.0.0"]]
