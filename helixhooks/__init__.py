@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         WorkerCrashed,
     )
     from .health import HealthChecker, HealthMonitor, HealthStatus
+    from .hot_reload import HotReloader
     from .lifecycle import LifecycleManager
     from .loader import LoadedPlugin, Loader
     from .markers import hookimpl, hookspec
@@ -50,11 +51,13 @@ if TYPE_CHECKING:
     from .registry import PluginRecord, Registry
     from .system import PluginHandle, PluginSystem
     from .versioning import Constraint, Version, Versioner
+    from .watcher import Change, Watcher
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CallStats",
+    "Change",
     "Config",
     "Constraint",
     "CyclicDependency",
@@ -66,6 +69,7 @@ __all__ = [
     "HealthMonitor",
     "HealthStatus",
     "HelixError",
+    "HotReloader",
     "LifecycleError",
     "LifecycleManager",
     "Limits",
@@ -96,6 +100,7 @@ __all__ = [
     "VersionConflict",
     "VersionError",
     "Versioner",
+    "Watcher",
     "WorkerCrashed",
     "hookimpl",
     "hookspec",
@@ -126,6 +131,7 @@ _SUBMODULE = {
     "HealthChecker": "health",
     "HealthMonitor": "health",
     "HealthStatus": "health",
+    "HotReloader": "hot_reload",
     "LifecycleManager": "lifecycle",
     "LoadedPlugin": "loader",
     "Loader": "loader",
@@ -148,6 +154,8 @@ _SUBMODULE = {
     "Constraint": "versioning",
     "Version": "versioning",
     "Versioner": "versioning",
+    "Change": "watcher",
+    "Watcher": "watcher",
 }
 
 if not TYPE_CHECKING:  # hidden from type checkers, which would otherwise accept any name

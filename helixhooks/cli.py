@@ -137,6 +137,11 @@ def _parser() -> argparse.ArgumentParser:
         help="start every plugin and serve until Ctrl-C or SIGTERM; exit 1 if none started",
     )
     sub.add_argument("--duration", type=_duration, help="stop by itself after this many seconds")
+    sub.add_argument(
+        "--watch",
+        action="store_true",
+        help="reload a plugin when its files change (as hot_reload = true in the config does)",
+    )
     sub.set_defaults(command=_run)
 
     sub = commands.add_parser("graph", parents=[common], help="the dependency order")
@@ -361,6 +366,8 @@ def _implements(plugin: object, hook: str) -> bool:
 
 
 def _run(config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    if args.watch:
+        config = attrs.evolve(config, hot_reload=True)
     system = PluginSystem(config)
     starting = [True]
     system.subscribe(lambda event: _print_event(event, out, brief=starting[0]))
@@ -395,6 +402,9 @@ def _run(config: Config, args: argparse.Namespace, out: TextIO) -> int:
             return EXIT_PROBLEMS
         until = f"for {args.duration:g}s" if args.duration is not None else "until Ctrl-C"
         print(f"\n{started} plugin(s) running {until}", file=out, flush=True)
+        if config.hot_reload:
+            watched = ", ".join(str(d) for d in config.plugin_dirs if d.is_dir())
+            print(f"watching {watched or 'no plugin dir'} for changes", file=out, flush=True)
         stop.wait(args.duration)
         print("stopping", file=out, flush=True)
         system.stop_all()

@@ -616,7 +616,13 @@ def _entry_point_project(root: Path, version: str, tag: str) -> Path:
 
 
 def _pip(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps"] + [
+    return [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-deps",
         "--no-build-isolation",
         "--no-input",
         "--disable-pip-version-check",
