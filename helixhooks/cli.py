@@ -210,7 +210,10 @@ class _Collector(logging.Handler):
 
 
 def _not_collected(record: logging.LogRecord) -> bool:
-    return not getattr(record, "helix_collected", False)
+    # helix_event: also published as an event, which `run` prints.
+    return not getattr(record, "helix_collected", False) and not getattr(
+        record, "helix_event", False
+    )
 
 
 @contextlib.contextmanager

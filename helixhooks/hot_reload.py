@@ -154,8 +154,8 @@ class HotReloader:
                 # A new plugin that cannot even be read has no record or event to say so.
                 _log.warning("new plugin not loaded: %s", exc)
             else:
-                # Already reported through the system's events and log; the watch goes on.
-                _log.debug("hot reload of %s did not happen: %s", key, exc)
+                # Also published as a reload_failed event (which the CLI prints instead).
+                _log.warning("%s", exc, extra={"helix_event": True})
 
     def _settle_known(self, name: str) -> None:
         record = self.system.registry.get(name)

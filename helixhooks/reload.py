@@ -81,7 +81,6 @@ def reload_steps(
             yield from _replace_idle(life, record, candidate)
     except HelixError as exc:
         error = _refusal(record, candidate, exc)
-        _log.warning("%s", error)
         life.emit(
             PluginEvent(
                 "reload_failed",
@@ -91,7 +90,9 @@ def reload_steps(
                 duration=perf_counter() - began,
             )
         )
-        raise error from exc
+        # The root cause, not a ReloadError that only said it less completely.
+        inner = exc.__cause__ if isinstance(exc, ReloadError) and exc is not error else None
+        raise error from (inner if inner is not None else exc)
     life.emit(PluginEvent("reloaded", name, record.info.version, duration=perf_counter() - began))
 
 
@@ -246,18 +247,30 @@ def check_fit(life: LifecycleManager, info: PluginInfo) -> None:
                 and constraint
                 and not parse_constraint(constraint).matches(info.version)
             ):
-                raise VersionConflict(dependent, name, constraint, info.version)
+                conflict = VersionConflict(dependent, name, constraint, info.version)
+                raise ReloadError(
+                    f"its dependent {dependent!r} requires {name} {constraint!r}, which the new "
+                    f"version {info.version} does not match",
+                    plugin=name,
+                    path=found.candidate.location if found.candidate else None,
+                    hint=f"relax {dependent!r}'s constraint first, or keep {name}'s version "
+                    f"within {constraint!r}",
+                ) from conflict
 
 
 def _refusal(
     record: PluginRecord, candidate: PluginCandidate | None, cause: HelixError
 ) -> ReloadError:
-    if isinstance(cause, ReloadError):
-        return cause
     if record.state is PluginState.STARTED and record.loaded is not None:
         what = f"reload refused, version {record.info.version} keeps serving"
     else:
         what = "reload failed"
+    if isinstance(cause, ReloadError):
+        if cause.message.startswith(what):
+            return cause
+        return ReloadError(
+            f"{what}: {cause.message}", plugin=record.name, path=cause.path, hint=cause.hint
+        )
     culprit = f" ({cause.plugin!r})" if cause.plugin and cause.plugin != record.name else ""
     return ReloadError(
         f"{what}: {cause.message}{culprit}",
