@@ -361,7 +361,7 @@ class LifecycleManager:
                 yield from self.stop_steps(dependent)
                 self._hold_back(
                     self._record(dependent),
-                    self._held_back_error(dependent, name, None),
+                    self._held_back_error(dependent, name, None, stopping=True),
                     blocker=name,
                 )
         loaded = self._loaded(record)
@@ -433,10 +433,16 @@ class LifecycleManager:
             return dependency.name, None
         return None
 
-    def _held_back_error(self, name: str, dependency: str, root: str | None) -> DependencyError:
+    def _held_back_error(
+        self, name: str, dependency: str, root: str | None, *, stopping: bool = False
+    ) -> DependencyError:
         if root is None:
             state = self._state(dependency)
-            why = f"is not started ({state.value if state else 'not loaded'})"
+            why = (
+                "is being stopped"
+                if stopping
+                else f"is not started ({state.value if state else 'not loaded'})"
+            )
             return DependencyError(
                 f"held back: depends on {dependency!r}, which {why}",
                 plugin=name,

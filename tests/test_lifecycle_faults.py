@@ -244,6 +244,9 @@ def test_stopping_a_plugin_does_not_leave_its_dependents_running(tmp_path: Path)
             system.lifecycle.stop("base")
         except hh.HelixError:
             assert _states(system)["base"] is hh.PluginState.STARTED
+        else:
+            reason = str(system.get("mid").error)
+            assert "held back: depends on 'base', which is being stopped" in reason
         assert not _invariant_violations(system), _invariant_violations(system)
     finally:
         system.close()

@@ -1,7 +1,7 @@
 """A Hypothesis state machine over the lifecycle of five directory plugins, called all the time.
 
 The dependency graph is fixed (b -> a, c -> b, d -> a, e alone). Rules are the public lifecycle
-operations; two background threads keep calling ``system.hook.ping()`` and
+operations, and reloads of a plugin's rewritten files (good or broken); two background threads keep calling ``system.hook.ping()`` and
 ``system.get(name).call("ping")`` throughout. After every step:
 
 - every STARTED plugin's dependencies are all STARTED;
@@ -181,6 +181,14 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.steps.append(f"unload({name!r})")
         with contextlib.suppress(hh.HelixError):
             self.system.unload(name)
+
+    @rule(name=st.sampled_from(NAMES), broken=st.booleans())
+    def reload(self, name: str, broken: bool) -> None:
+        self.steps.append(f"reload({name!r}, broken={broken})")
+        code = "def broken(:\n" if broken else PING_PLUGIN
+        write_plugin(self.root, name, code, dependencies=GRAPH[name])
+        with contextlib.suppress(hh.HelixError):
+            self.system.reload(name)
 
     # -- invariants -----------------------------------------------------------------------
 
