@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from threading import get_ident
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -128,6 +128,7 @@ class _Plan:
         key: tuple[object, ...],
         runner: Runner,
         fold: Callable[[], None],
+        ticker: Iterator[int] | None = None,
     ) -> None:
         self.hook = hook
         self.impls = impls
@@ -136,7 +137,9 @@ class _Plan:
         self.steps = runner.steps
         self.whole = runner.whole
         self.fold = fold
-        self.ticker = itertools.count(1)
+        # Shared by the plans of one hook: a hook replanned more often than every FOLD_EVERY
+        # calls (a plugin reloaded or restarted all the time) would otherwise never fold.
+        self.ticker = ticker if ticker is not None else itertools.count(1)
         # Thread idents of the admitted calls running this plan now (a multiset).
         self.calls: list[int] = []
         self.dead = False
@@ -163,6 +166,8 @@ class Dispatch:
         self._plans: dict[str, _Plan] = {}
         # (hook name, *impl ids) -> plan, oldest first; a plan keeps its impls (and ids) alive
         self._recent: dict[tuple[object, ...], _Plan] = {}
+        # hook name -> the call counter its broadcast plans share (see _Plan.ticker)
+        self._tickers: dict[str, Iterator[int]] = {}
         compat.install_hookexec(pm, self.hookexec)
 
     def activate(self, generation: Generation) -> list[tuple[str, HookImpl]]:
@@ -284,7 +289,10 @@ class Dispatch:
         plan = self._plans.get(hook_name)
         if plan is None or plan.impls != hook_impls:
             if isinstance(hook_impls, _DirectList):
-                return hook_impls.plan.run(caller_kwargs, firstresult)
+                direct = hook_impls.plan
+                if not next(direct.ticker) & _FOLD_MASK:
+                    direct.fold()
+                return direct.run(caller_kwargs, firstresult)
             plan = self._plan_for(hook_name, hook_impls)
         me = get_ident()
         calls = plan.calls
@@ -306,7 +314,10 @@ class Dispatch:
             if plan is None or plan.dead:
                 passed = list(hook_impls)
                 live = [impl for impl in map(_serving, passed) if impl is not None]
-                plan = self._build(hook_name, passed, live, key)
+                ticker = self._tickers.get(hook_name)
+                if ticker is None:
+                    ticker = self._tickers[hook_name] = itertools.count(1)
+                plan = self._build(hook_name, passed, live, key, ticker)
                 for impl in live:
                     term = getattr(impl, "owner", None)
                     if term is not None:
@@ -341,6 +352,7 @@ class Dispatch:
         passed: list[HookImpl],
         impls: list[HookImpl],
         key: tuple[object, ...],
+        ticker: Iterator[int] | None = None,
     ) -> _Plan:
         metrics = self._metrics
         slots = (
@@ -352,7 +364,7 @@ class Dispatch:
         fold: Callable[[], None] = _nothing
         if metrics is not None and slots:
             fold = functools.partial(metrics.fold, tuple({id(s): s for s in slots}.values()))
-        return _Plan(hook_name, passed, key, runner, fold)
+        return _Plan(hook_name, passed, key, runner, fold, ticker)
 
 
 def _serving(impl: HookImpl) -> HookImpl | None:

@@ -791,3 +791,42 @@ def test_every_call_shape_answers_as_bare_pluggy_and_is_counted(tmp_path: Path) 
         assert system.metrics.get_stats("p2").hooks["raising"].errors == rounds + 1
     finally:
         system.close()
+
+
+COUNTED = """
+import helixhooks as hh
+
+class Plugin:
+    @hh.hookimpl
+    def ping(self):
+        return "{tag}"
+"""
+
+
+def _buffered(system: hh.PluginSystem, name: str, hook: str) -> int:
+    """Raw timing samples of ``name``'s ``hook`` not folded into its figures yet."""
+    return len(system.metrics.slot(name, hook).samples)
+
+
+def test_timing_samples_are_folded_however_often_the_hook_is_replanned(tmp_path: Path) -> None:
+    from helixhooks._dispatch import FOLD_EVERY
+
+    write_plugin(tmp_path, "steady", COUNTED.format(tag="s"))
+    write_plugin(tmp_path, "restless", COUNTED.format(tag="r"))
+    system = hh.PluginSystem(
+        hh.Config(plugin_dirs=[tmp_path], entry_point_group=None), specs=[DispatchSpec]
+    )
+    with system:
+        # Every restart replans the hook, more often than once per FOLD_EVERY calls.
+        for _ in range(12):
+            for _ in range(FOLD_EVERY // 4):
+                system.hook.ping()
+            system.restart("restless")
+        assert _buffered(system, "steady", "ping") <= FOLD_EVERY
+        # Calls through a handle are folded too, without any broadcast call.
+        handle = system.get("steady")
+        for _ in range(3 * FOLD_EVERY):
+            handle.call("ping")
+        assert _buffered(system, "steady", "ping") <= FOLD_EVERY
+        assert system.metrics.get_stats("steady").hooks["ping"].count == 6 * FOLD_EVERY
+    system.close()
