@@ -344,3 +344,18 @@ def test_helixhooks_run_watch_prints_each_reload_and_refusal(plugins: Path) -> N
         run.terminate()
         run.wait(DEADLINE)
     assert any("line 1" in line for line in lines)
+
+
+def test_editing_a_package_submodule_reloads_the_package(host: Host, plugins: Path) -> None:
+    directory = write_plugin(
+        plugins,
+        "pkg",
+        "import helixhooks as hh\nfrom .words import word\n\nclass Plugin:\n"
+        "    @hh.hookimpl\n    def echo(self, value):\n        return ('pkg', word())\n",
+    )
+    (directory / "words.py").write_text("def word():\n    return 'old'\n")
+    host.wait("started", "pkg")
+    assert host.answers()["pkg"] == "old"
+    (directory / "words.py").write_text("def word():\n    return 'new'\n")
+    host.wait("reloaded", "pkg")
+    assert host.answers()["pkg"] == "new"
