@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         Problem,
     )
     from .registry import PluginRecord, Registry
+    from .security import Permission, PermissionSet, Sandbox
     from .system import PluginHandle, PluginSystem
     from .versioning import Constraint, Version, Versioner
     from .watcher import Change, Watcher
@@ -79,7 +80,9 @@ __all__ = [
     "ManifestError",
     "Metrics",
     "MissingDependency",
+    "Permission",
     "PermissionDenied",
+    "PermissionSet",
     "PluginCandidate",
     "PluginContext",
     "PluginEvent",
@@ -95,6 +98,7 @@ __all__ = [
     "ReloadError",
     "Resolution",
     "ResourceExceeded",
+    "Sandbox",
     "SandboxError",
     "Version",
     "VersionConflict",
@@ -149,6 +153,9 @@ _SUBMODULE = {
     "Problem": "plugin",
     "PluginRecord": "registry",
     "Registry": "registry",
+    "Permission": "security",
+    "PermissionSet": "security",
+    "Sandbox": "security",
     "PluginHandle": "system",
     "PluginSystem": "system",
     "Constraint": "versioning",

@@ -54,6 +54,7 @@ from .plugin import PluginCandidate, PluginInfo
 from .versioning import parse_constraint
 
 if TYPE_CHECKING:
+    from ._guard import PluginGuard
     from .metrics import Metrics
 
 HookspecNamespace = type | types.ModuleType
@@ -115,10 +116,13 @@ class Loader:
         logger: logging.Logger | None = None,
         specs: Sequence[object] = (),
         metrics: Metrics | None = None,
+        guard: PluginGuard | None = None,
     ) -> None:
         self.config = config if config is not None else Config()
         self.logger = logger if logger is not None else logging.getLogger("helixhooks.loader")
         self.metrics = metrics
+        #: Told of each generation before its code runs, and after it is unloaded.
+        self.guard = guard
         self._specs: list[HookspecNamespace] = [LifecycleSpec]
         self._generations: dict[str, int] = {}
         self._spec_opts: dict[tuple[HookspecNamespace, str], HookspecOpts | None] = {}
@@ -166,11 +170,15 @@ class Loader:
                 # Another Loader's generation of a plugin with this name lives there.
                 generation += 1
         private_name = private_module(name, generation)
+        if self.guard is not None:
+            # Before any of its code runs: a request beyond the host's grants stops it here.
+            root = private_name if isinstance(candidate.source, Path) else _package(candidate)
+            self.guard.admit(candidate, generation, root)
         evicted: dict[str, types.ModuleType] = {}
         if not isinstance(candidate.source, Path) and self.loaded(name) is not None:
             # A new generation of installed code: its package imports afresh, from source,
             # while the old generation keeps its module objects (and is put back on failure).
-            evicted = fresh_package(candidate.source.module.partition(".")[0])
+            evicted = fresh_package(_package(candidate))
         # Only an entry point needs to tell its new modules from the rest by a before/after
         # difference; a private package's are all under its name (and the finder records them).
         known_modules = (
@@ -220,6 +228,8 @@ class Loader:
             for key in _created_modules(candidate, private_name, known_modules):
                 sys.modules.pop(key, None)
             sys.modules.update(evicted)
+            if self.guard is not None:
+                self.guard.release(name, generation)
             with FINDER_LOCK:
                 FINDER.found.pop(private_name, None)
             raise
@@ -267,6 +277,8 @@ class Loader:
             for loaded in generations:
                 self._disown(loaded)
                 _drop_modules(loaded, keep=())
+                if self.guard is not None:
+                    self.guard.release(name, loaded.generation)
         if generations:
             self.logger.debug("unloaded %s", name)
 
@@ -284,6 +296,8 @@ class Loader:
             self._disown(loaded)
             # An entry point's generations share module names: the newer one's stay.
             _drop_modules(loaded, keep=rest)
+            if self.guard is not None:
+                self.guard.release(loaded.name, loaded.generation)
         self.logger.debug("discarded %s generation %d", loaded.name, loaded.generation)
 
     def _as_candidate(
@@ -468,11 +482,18 @@ def _created_modules(
         with FINDER_LOCK:
             found = list(FINDER.found.get(private_name, ()))
         return tuple(sorted(k for k in {private_name, *found} if k in sys.modules))
-    package = candidate.source.module.partition(".")[0]
+    package = _package(candidate)
     prefix = package + "."
     # The set difference runs in C; only entry-point loads pay it.
     added = sys.modules.keys() - known
     return tuple(sorted(key for key in added if key == package or key.startswith(prefix)))
+
+
+def _package(candidate: PluginCandidate) -> str:
+    """An installed plugin's top-level package: its modules are under it."""
+    source = candidate.source
+    assert not isinstance(source, Path), "a directory or file plugin has a private package"
+    return source.module.partition(".")[0]
 
 
 def _drop_modules(loaded: LoadedPlugin, keep: Sequence[LoadedPlugin]) -> None:

@@ -58,6 +58,8 @@ class PluginStats:
     init_time: float | None = None
     start_time: float | None = None
     hooks: Mapping[str, CallStats] = attrs.field(factory=dict)
+    #: Permission name -> how many times the guard denied it to this plugin.
+    denials: Mapping[str, int] = attrs.field(factory=dict)
 
 
 class _Slot:
@@ -153,6 +155,8 @@ class Metrics:
         # plugin name -> [load_time, init_time, start_time]: a list of three costs a third of
         # a dict, and every loaded plugin has one
         self._phases: dict[str, list[float | None]] = {}
+        # plugin name -> permission name -> denials; only plugins that were denied something
+        self._denials: dict[str, dict[str, int]] = {}
 
     def record_load(self, name: str, seconds: float) -> None:
         """Record how long loading (import and validation) of plugin ``name`` took."""
@@ -177,6 +181,12 @@ class Metrics:
             if len(slot.samples) >= _MAX_BUFFERED:
                 slot.fold()
 
+    def record_denial(self, name: str, permission: str) -> None:
+        """Count one use of ``permission`` the guard denied to plugin ``name``."""
+        with self._lock:
+            denials = self._denials.setdefault(name, {})
+            denials[permission] = denials.get(permission, 0) + 1
+
     def get_stats(self, name: str) -> PluginStats:
         """Plugin ``name``'s figures; a plugin never recorded gets empty ones."""
         with self._lock:
@@ -185,7 +195,7 @@ class Metrics:
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Every plugin's figures as plain JSON-able data, keyed by plugin name."""
         with self._lock:
-            names = sorted(self._slots.keys() | self._phases.keys())
+            names = sorted(self._slots.keys() | self._phases.keys() | self._denials.keys())
             return {name: attrs.asdict(self._plugin_stats(name)) for name in names}
 
     def forget(self, name: str) -> None:
@@ -197,6 +207,7 @@ class Metrics:
         with self._lock:
             self._slots.pop(name, None)
             self._phases.pop(name, None)
+            self._denials.pop(name, None)
 
     def slot(self, name: str, method: str) -> _Slot:
         """The slot that plugin ``name``'s impl of ``method`` records its calls into."""
@@ -233,5 +244,9 @@ class Metrics:
                 hooks[method] = slot.stats()
         load_time, init_time, start_time = self._phases.get(name, (None, None, None))
         return PluginStats(
-            load_time=load_time, init_time=init_time, start_time=start_time, hooks=hooks
+            load_time=load_time,
+            init_time=init_time,
+            start_time=start_time,
+            hooks=hooks,
+            denials=dict(self._denials.get(name, {})),
         )

@@ -24,7 +24,6 @@ NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,127}")
 _DEPENDENCY = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_.\-]{0,127})(?:\s+|(?=[\^~<>=!*|])|$)(.*)", re.S)
 _ENTRY = re.compile(r"[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?")
 
-PERMISSION_NAMES = frozenset({"net", "network", "read", "write", "env", "run", "ffi", "sys"})
 ISOLATION_MODES = ("inprocess", "process")
 
 
@@ -89,6 +88,15 @@ def _parse_dependency(text: str) -> Dependency:
     return Dependency(name, rest)
 
 
+@functools.cache
+def _permission_syntax() -> Callable[..., object]:
+    """security.check_syntax, imported on first use: the Sandbox's module may import this one."""
+    # Cached: an import statement per manifest costs more than checking its permissions.
+    from .security import check_syntax
+
+    return check_syntax
+
+
 def _tuple_of_str(value: Iterable[str] | str) -> tuple[str, ...]:
     # A bare string would otherwise be split into characters.
     if isinstance(value, str):
@@ -143,14 +151,11 @@ class PluginInfo:
             "_parsed_dependencies",
             tuple(Dependency.parse(entry, plugin=name) for entry in self.dependencies),
         )
-        for permission in self.permissions:
-            kind = permission.split("=", 1)[0]
-            if kind not in PERMISSION_NAMES:
-                raise ManifestError(
-                    f"unknown permission {permission!r}",
-                    plugin=name,
-                    hint="use one of " + ", ".join(sorted(PERMISSION_NAMES)),
-                )
+        if self.permissions:
+            # Syntax only: paths are resolved against the plugin's directory when it loads.
+            check = _permission_syntax()
+            for permission in self.permissions:
+                check(permission, plugin=name)
         if self.requires is not None:
             try:
                 parse_constraint(self.requires)

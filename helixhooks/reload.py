@@ -43,7 +43,7 @@ from .errors import (
     VersionConflict,
 )
 from .lifecycle import context_for
-from .plugin import PluginCandidate, PluginEvent, PluginInfo, PluginState
+from .plugin import PluginCandidate, PluginEvent, PluginState
 from .versioning import parse_constraint
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ def _replace_serving(
     name = record.name
     old = record.loaded
     assert old is not None, "a STARTED plugin has loaded code"
-    check_fit(life, candidate.info)
+    check_fit(life, candidate)
     new = yield from loader.load_steps(candidate)
     ctx = context_for(new, life.config, registry)
     try:
@@ -191,7 +191,7 @@ def _replace_idle(
     stays_stopped = record.state is PluginState.STOPPED
     try:
         life.refuse_unsupported(candidate.info, candidate.location)
-        check_fit(life, candidate.info)
+        check_fit(life, candidate)
         new = yield from loader.load_steps(candidate)
         registry.verify(new)
     except HelixError as exc:
@@ -217,14 +217,20 @@ def _replace_idle(
         raise error if isinstance(error, HelixError) else ReloadError(str(error), plugin=name)
 
 
-def check_fit(life: LifecycleManager, info: PluginInfo) -> None:
+def check_fit(life: LifecycleManager, candidate: PluginCandidate) -> None:
     """Refuse a new version that what is loaded cannot take.
 
-    Its dependencies must be loaded, in versions its constraints admit, and not depend on it;
+    It may not ask for permissions beyond the running version's without the host's consent;
+    its dependencies must be loaded, in versions its constraints admit, and not depend on it;
     every loaded plugin that depends on it must admit the new version.
     """
+    info = candidate.info
     registry = life.registry
     name = info.name
+    guard = life.loader.guard
+    current = registry.get(name)
+    if guard is not None and current is not None and current.loaded is not None:
+        guard.refuse_widening(candidate)
     for dependency in info.parsed_dependencies:
         found = registry.get(dependency.name)
         if found is None or found.state is PluginState.UNLOADED:

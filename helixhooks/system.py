@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from ._dispatch import NotServing
+from ._guard import PluginGuard
 from ._operation import drive
 from .config import Config
 from .dependencies import DependencyResolver
 from .discovery import Discovery
-from .errors import HelixError, LifecycleError, LoadError, ReloadError
+from .errors import HelixError, LifecycleError, LoadError, PermissionDenied, ReloadError
 from .health import HealthChecker, HealthMonitor, HealthStatus
 from .lifecycle import LifecycleManager
 from .loader import Loader
@@ -27,6 +28,7 @@ from .metrics import Metrics, PluginStats
 from .plugin import PluginCandidate, PluginEvent, PluginInfo, PluginState, Problem, deliver
 from .registry import PluginRecord, Registry
 from .reload import reload_steps
+from .security import Sandbox
 
 if TYPE_CHECKING:
     from .hot_reload import HotReloader
@@ -54,7 +56,15 @@ class PluginSystem:
         self.registry = Registry(
             specs=all_specs, metrics=self.metrics, drain_timeout=self.config.load_timeout
         )
-        self.loader = Loader(self.config, self.logger, specs=all_specs, metrics=self.metrics)
+        #: What each plugin may do; the guard holds in-process plugins to it.
+        self.sandbox = Sandbox(self.config, on_denied=self._denied)
+        self.loader = Loader(
+            self.config,
+            self.logger,
+            specs=all_specs,
+            metrics=self.metrics,
+            guard=PluginGuard(self.sandbox, enforce=self.config.sandbox_enabled),
+        )
         self.discovery = Discovery(self.config)
         self.lifecycle = LifecycleManager(
             self.loader,
@@ -309,6 +319,15 @@ class PluginSystem:
     def _emit(self, event: PluginEvent) -> None:
         for callback in list(self._subscribers):
             deliver(callback, event, self.logger)
+
+    def _denied(self, error: PermissionDenied) -> None:
+        """The guard refused a plugin something: counted, logged and published."""
+        name = error.plugin or "?"
+        self.metrics.record_denial(name, error.permission)
+        self.logger.warning("%s", error, extra={"helix_event": True})
+        record = self.registry.get(name)
+        version = record.info.version if record is not None else None
+        self.lifecycle.emit(PluginEvent("permission_denied", name, version, error=error))
 
 
 class PluginHandle:

@@ -1,8 +1,9 @@
 """A Hypothesis state machine over the lifecycle of five directory plugins, called all the time.
 
 The dependency graph is fixed (b -> a, c -> b, d -> a, e alone). Rules are the public lifecycle
-operations, and reloads of a plugin's rewritten files (good or broken); two background threads keep calling ``system.hook.ping()`` and
-``system.get(name).call("ping")`` throughout. After every step:
+operations, and reloads of a plugin's rewritten files (good or broken); two background threads
+keep calling ``system.hook.ping()`` and ``system.get(name).call("ping")`` throughout. After
+every step:
 
 - every STARTED plugin's dependencies are all STARTED;
 - the live manager holds the hookimpls of exactly the STARTED plugins;

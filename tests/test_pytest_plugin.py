@@ -15,6 +15,7 @@ def test_helix_system_fixture_starts_and_stops_plugins(tmp_path: Path) -> None:
     (plugins / "demo").mkdir(parents=True)
     (plugins / "demo" / "plugin.toml").write_text(
         '[plugin]\nname = "demo"\nversion = "1.0.0"\nentry = "plugin:Demo"\n'
+        f"permissions = [{'write=' + str(tmp_path)!r}]\n"
     )
     log = tmp_path / "log.txt"
     (plugins / "demo" / "plugin.py").write_text(

@@ -452,10 +452,11 @@ def test_a_plugin_holding_a_port_hands_it_over(
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    write_plugin(plugins, "server", PORT_HOLDER.format(port=port, tag="v1"))
+    extra = f'permissions = ["net=127.0.0.1:{port}"]\n'
+    write_plugin(plugins, "server", PORT_HOLDER.format(port=port, tag="v1"), extra=extra)
     system = make_system()
     with system:
-        write_plugin(plugins, "server", PORT_HOLDER.format(port=port, tag="v2"))
+        write_plugin(plugins, "server", PORT_HOLDER.format(port=port, tag="v2"), extra=extra)
         system.reload("server")
         assert system.hook.echo(value=0) == [("v2", port)]
         with socket.create_connection(("127.0.0.1", port), timeout=5):

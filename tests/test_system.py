@@ -308,6 +308,7 @@ def test_health_interval_restarts_a_plugin_that_stays_unhealthy(tmp_path: Path) 
             def helix_health_check(self):
                 return "disk full" if os.path.exists({str(sick)!r}) else True
         """,
+        extra=f"permissions = [{'write=' + str(starts)!r}]\n",
     )
     config = hh.Config(
         plugin_dirs=[tmp_path / "plugins"], entry_point_group=None, health_interval=0.02

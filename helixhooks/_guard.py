@@ -1,0 +1,462 @@
+"""The in-process guard: one audit hook (PEP 578) holding plugins to the permissions they have.
+
+Which plugin is acting is read from the stack when an audited event fires: the innermost frame
+whose module is a plugin's. Nothing is set around the calls into plugins, so the hook calls on
+the hot path pay nothing for the guard (a context variable set and reset around every impl cost
+more than pluggy's own loop per impl). The stack also attributes what a context variable would
+miss: a callback the plugin handed to the host, a thread whose target is the plugin's function.
+A thread a plugin starts is tagged with it (the ``_thread.start_new_thread`` event), so a thread
+running host or library code on its behalf is held to its permissions too. ``Sandbox.execute``
+names the plugin explicitly, for host code run on a plugin's behalf.
+
+It stops mistakes and records violations; it is not a security boundary (docs/security.md).
+Audit hooks cannot be removed, so there is one per process, installed on first use; each
+PluginSystem registers its plugins' modules with it and takes them out again.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ._source_import import PRIVATE_PACKAGE
+from .errors import PermissionDenied, ReloadError
+from .security import PermissionSet, Sandbox
+
+if TYPE_CHECKING:
+    from .plugin import PluginCandidate
+
+_PRIVATE = PRIVATE_PACKAGE + "."
+# A private module name's first four parts name one generation of one plugin.
+_PRIVATE_PARTS = 4
+
+
+@attrs.frozen(eq=False)
+class Owner:
+    """A plugin as the guard knows it: its permissions, and whom to tell of a denial."""
+
+    name: str
+    permissions: PermissionSet
+    directory: str | None
+    on_denied: Callable[[PermissionDenied], None]
+
+
+# module root (a generation's private package, or an installed plugin's top-level package)
+# -> its plugin. Replaced whole on every change, so the hook reads it without a lock.
+_roots: dict[str, Owner] = {}
+_roots_lock = threading.Lock()
+_installed = False
+# Plugins admitted plus Sandbox.execute calls under way: with none, every event returns at once.
+_engaged = 0
+_acting: contextvars.ContextVar[Owner | None] = contextvars.ContextVar(
+    "helixhooks_acting", default=None
+)
+_state = threading.local()
+
+
+def admit(root: str, owner: Owner) -> None:
+    """Hold the code of module ``root`` (and below) to ``owner``'s permissions."""
+    global _roots
+    _install()
+    with _roots_lock:
+        _roots = {**_roots, root: owner}
+        _count_engaged()
+
+
+def release(root: str, owner: Owner) -> None:
+    """Forget module ``root``, if it is still ``owner``'s (an installed plugin's new
+    generation may have taken it over)."""
+    global _roots
+    with _roots_lock:
+        if _roots.get(root) is owner:
+            _roots = {key: value for key, value in _roots.items() if key != root}
+            _count_engaged()
+
+
+@contextmanager
+def acting_as(owner: Owner) -> Iterator[None]:
+    """Attribute what runs inside to ``owner`` where no plugin frame is on the stack."""
+    global _executing
+    _install()
+    token = _acting.set(owner)
+    with _roots_lock:
+        _executing += 1
+        _count_engaged()
+    try:
+        yield
+    finally:
+        _acting.reset(token)
+        with _roots_lock:
+            _executing -= 1
+            _count_engaged()
+
+
+_executing = 0
+
+
+def _count_engaged() -> None:
+    global _engaged
+    _engaged = len(_roots) + _executing
+
+
+def _install() -> None:
+    global _installed
+    if not _installed:
+        with _roots_lock:
+            if not _installed:
+                sys.addaudithook(_audit)
+                if sys.version_info < (3, 12):
+                    # No audit event for a thread's start before 3.12: tag it in start().
+                    start = _tagging_start(threading.Thread.start)
+                    threading.Thread.start = start  # type: ignore[method-assign,assignment,unused-ignore]
+                _installed = True
+
+
+def _tagging_start(start: Callable[[threading.Thread], None]) -> Callable[[threading.Thread], None]:
+    def tagged_start(self: threading.Thread) -> None:
+        if _engaged:
+            _tag(self, sys._getframe(1))
+        start(self)
+
+    return tagged_start
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    check = _CHECKS.get(event)
+    if check is None or not _engaged or getattr(_state, "busy", False):
+        return
+    # Whatever the check itself does (paths resolved, names looked up) is not the plugin's.
+    _state.busy = True
+    try:
+        if event in _THREAD_STARTS:
+            thread = getattr(args[0], "__self__", None)
+            if isinstance(thread, threading.Thread):
+                _tag(thread, sys._getframe(1))
+            return
+        owner = _acting_owner(sys._getframe(1))
+        if owner is None:
+            return
+        for permission, target in check(args):
+            if not _allowed(owner, permission, target):
+                _deny(owner, permission, target)
+    finally:
+        _state.busy = False
+
+
+def _acting_owner(frame: FrameType | None) -> Owner | None:
+    """The plugin whose code is innermost on the stack from ``frame``, else the thread's."""
+    roots = _roots
+    while frame is not None:
+        name = frame.f_globals.get("__name__")
+        if isinstance(name, str):
+            if name.startswith(_PRIVATE):
+                owner = roots.get(".".join(name.split(".", _PRIVATE_PARTS)[:_PRIVATE_PARTS]))
+            else:
+                owner = roots.get(name.partition(".")[0])
+            if owner is not None:
+                return owner
+        frame = frame.f_back
+    tagged: Owner | None = getattr(threading.current_thread(), "_helix_owner", None)
+    return tagged if tagged is not None else _acting.get()
+
+
+def _tag(thread: threading.Thread, frame: FrameType | None) -> None:
+    """A thread started by a plugin acts for it, whatever code it runs."""
+    if thread.name.startswith("helixhooks-"):
+        return  # the host's own workers, which run many plugins' calls
+    owner = _acting_owner(frame)
+    if owner is not None:
+        thread._helix_owner = owner  # type: ignore[attr-defined]
+
+
+def _allowed(owner: Owner, permission: str, target: object) -> bool:
+    if permission == "read":
+        if "read" not in owner.permissions.names:
+            # Reads are held to scopes only by a plugin that declares some: importing a module
+            # reads files, and a plugin that says nothing about reading may read.
+            return True
+        if _python_owns(target, owner):
+            return True
+    return owner.permissions.allows(permission, target, resolve=_resolve)
+
+
+def _deny(owner: Owner, permission: str, target: object) -> None:
+    shown = _show(target)
+    error = PermissionDenied(owner.name, permission, shown)
+    owner.on_denied(error)
+    raise error
+
+
+def _show(target: object) -> str | None:
+    if target is None:
+        return None
+    if isinstance(target, tuple) and len(target) >= 2:
+        host = str(target[0])
+        return f"[{host}]:{target[1]}" if ":" in host else f"{host}:{target[1]}"
+    return os.fsdecode(target) if isinstance(target, (str, bytes)) else str(target)
+
+
+def _python_owns(target: object, owner: Owner) -> bool:
+    """A read any plugin may make: Python's own files (imports) and the plugin's own."""
+    if not isinstance(target, (str, bytes)):
+        return True
+    path = os.path.realpath(os.fsdecode(target))
+    own = [owner.directory] if owner.directory else []
+    return any(path == p or path.startswith(p + os.sep) for p in (*own, *_python_dirs()))
+
+
+def _python_dirs() -> tuple[str, ...]:
+    dirs = getattr(_state, "python_dirs", None)
+    if dirs is None:
+        import sysconfig
+
+        found = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+        found.update(sysconfig.get_paths().values())
+        dirs = _state.python_dirs = tuple(os.path.realpath(d) for d in found if d)
+    return dirs
+
+
+_RESOLVED: dict[str, frozenset[str]] = {}
+
+
+def _resolve(host: str) -> frozenset[str]:
+    """The addresses ``host`` resolves to, cached for the process (a scope's own host names)."""
+    found = _RESOLVED.get(host)
+    if found is None:
+        import socket
+
+        try:
+            infos = socket.getaddrinfo(host, None)
+        except OSError:
+            infos = []
+        found = _RESOLVED[host] = frozenset(str(info[4][0]) for info in infos)
+    return found
+
+
+# -- what each audited event asks for -----------------------------------------------------------
+
+Check = Callable[[tuple[Any, ...]], list[tuple[str, object]]]
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+
+
+def _open(args: tuple[Any, ...]) -> list[tuple[str, object]]:
+    path, mode, flags = (*args, None, None)[:3]
+    if isinstance(path, int) or path is None:
+        return []  # an fd already open: what opened it was checked
+    if mode is not None:
+        writes = any(c in str(mode) for c in "wax+")
+    else:
+        writes = bool((flags or 0) & _WRITE_FLAGS)
+    return [("write" if writes else "read", path)]
+
+
+def _net(args: tuple[Any, ...]) -> list[tuple[str, object]]:
+    address = args[1] if len(args) > 1 else None
+    return [("net", address)]
+
+
+def _lookup(args: tuple[Any, ...]) -> list[tuple[str, object]]:
+    host = args[0]
+    if isinstance(host, bytes):
+        host = host.decode("idna", "replace")
+    if host is None:
+        return []
+    port = args[1] if len(args) > 1 and isinstance(args[1], int) else None
+    return [("net", (host, port) if port is not None else host)]
+
+
+def _paths(*positions: int) -> Check:
+    def check(args: tuple[Any, ...]) -> list[tuple[str, object]]:
+        return [
+            ("write", args[i])
+            for i in positions
+            if i < len(args) and isinstance(args[i], (str, bytes, os.PathLike))
+        ]
+
+    return check
+
+
+def _program(args: tuple[Any, ...]) -> list[tuple[str, object]]:
+    # subprocess fills in the executable (argv[0], or the shell with shell=True) before this.
+    return [("run", os.fsdecode(args[0]))]
+
+
+def _command(args: tuple[Any, ...]) -> list[tuple[str, object]]:
+    words = os.fsdecode(args[0]).split()
+    return [("run", words[0] if words else None)]
+
+
+def _path_program(position: int) -> Check:
+    def check(args: tuple[Any, ...]) -> list[tuple[str, object]]:
+        return [("run", os.fsdecode(args[position]))]
+
+    return check
+
+
+def _anything(permission: str) -> Check:
+    def check(args: tuple[Any, ...]) -> list[tuple[str, object]]:
+        return [(permission, None)]
+
+    return check
+
+
+def _env(args: tuple[Any, ...]) -> list[tuple[str, object]]:
+    return [("env", os.fsdecode(args[0]))]
+
+
+_THREAD_STARTS = frozenset({"_thread.start_new_thread", "_thread.start_joinable_thread"})
+
+_CHECKS: dict[str, Check] = {
+    # These tag the thread instead (see _audit); 3.12 names one, 3.13 the other.
+    "_thread.start_new_thread": lambda args: [],
+    "_thread.start_joinable_thread": lambda args: [],
+    "open": _open,
+    "socket.connect": _net,
+    "socket.bind": _net,
+    "socket.sendto": _net,
+    "socket.sendmsg": _net,
+    "socket.getaddrinfo": _lookup,
+    "socket.gethostbyname": _lookup,
+    "socket.gethostbyaddr": _lookup,
+    "socket.getnameinfo": lambda args: [("net", args[0])],
+    "os.remove": _paths(0),
+    "os.rename": _paths(0, 1),
+    "os.mkdir": _paths(0),
+    "os.rmdir": _paths(0),
+    "os.chmod": _paths(0),
+    "os.chown": _paths(0),
+    "os.chflags": _paths(0),
+    "os.lchflags": _paths(0),
+    "os.symlink": _paths(1),
+    "os.link": _paths(1),
+    "os.truncate": _paths(0),
+    "os.utime": _paths(0),
+    "os.setxattr": _paths(0),
+    "os.removexattr": _paths(0),
+    "shutil.rmtree": _paths(0),
+    "shutil.copyfile": _paths(1),
+    "shutil.copymode": _paths(1),
+    "shutil.copystat": _paths(1),
+    "shutil.copytree": _paths(1),
+    "shutil.move": _paths(0, 1),
+    "shutil.chown": _paths(0),
+    "shutil.make_archive": _paths(0),
+    "shutil.unpack_archive": _paths(1),
+    "subprocess.Popen": _program,
+    "os.system": _command,
+    "os.exec": _path_program(0),
+    "os.posix_spawn": _path_program(0),
+    "os.spawn": _path_program(1),
+    "os.fork": _anything("run"),
+    "os.forkpty": _anything("run"),
+    "os.putenv": _env,
+    "os.unsetenv": _env,
+    "ctypes.dlopen": _anything("ffi"),
+    "ctypes.dlsym": _anything("ffi"),
+    "ctypes.dlsym/handle": _anything("ffi"),
+    "ctypes.cdata": _anything("ffi"),
+    "ctypes.call_function": _anything("ffi"),
+    "ctypes.string_at": _anything("ffi"),
+    "ctypes.wstring_at": _anything("ffi"),
+    "ctypes.PyObj_FromPtr": _anything("ffi"),
+    "sys.addaudithook": _anything("sys"),
+    "sys.setprofile": _anything("sys"),
+    "sys.settrace": _anything("sys"),
+}
+
+
+# -- one host's side ----------------------------------------------------------------------------
+
+
+class PluginGuard:
+    """One host's side of the guard: each plugin generation's modules, held to its permissions.
+
+    The Sandbox learns what each generation runs with when it is admitted (a request beyond the
+    host's grants is a LoadError then, before any of its code runs); with ``enforce`` off
+    (``Config.sandbox_enabled`` false) that is all, and no event is checked.
+    """
+
+    def __init__(self, sandbox: Sandbox, *, enforce: bool = True) -> None:
+        self.sandbox = sandbox
+        self.enforce = enforce
+        self._lock = threading.Lock()
+        # name -> generation -> (module root, its owner, the candidate it loaded from)
+        self._generations: dict[str, dict[int, tuple[str, Owner, PluginCandidate]]] = {}
+
+    def admit(self, candidate: PluginCandidate, generation: int, root: str) -> None:
+        """Before generation ``generation`` of a plugin runs any code: what it may do."""
+        name = candidate.info.name
+        base = base_directory(candidate)
+        permissions = self.sandbox.register(candidate.info, base)
+        owner = Owner(name, permissions, base, self.sandbox.on_denied)
+        with self._lock:
+            self._generations.setdefault(name, {})[generation] = (root, owner, candidate)
+        if self.enforce:
+            admit(root, owner)
+
+    def release(self, name: str, generation: int) -> None:
+        """After a generation is unloaded; the Sandbox goes back to the newest one left."""
+        with self._lock:
+            generations = self._generations.get(name, {})
+            entry = generations.pop(generation, None)
+            newest = generations[max(generations)] if generations else None
+            if not generations:
+                self._generations.pop(name, None)
+        if entry is None:
+            return
+        if self.enforce:
+            release(entry[0], entry[1])
+        if newest is None:
+            self.sandbox.forget(name)
+        else:
+            self.sandbox.register(newest[2].info, base_directory(newest[2]))
+
+    def refuse_widening(self, candidate: PluginCandidate) -> None:
+        """A new version that asks for more than the running one has needs the host's consent.
+
+        The browser-extension rule: an update does not widen a plugin's permissions silently.
+        With ``Config.grants`` set, the grants are that consent (admission checks them); without,
+        a reload asking for more is refused.
+        """
+        info = candidate.info
+        if self.sandbox.config.grants is not None:
+            return
+        wanted = PermissionSet.parse(
+            info.permissions, plugin=info.name, base=base_directory(candidate)
+        )
+        added = wanted.added_since(self.sandbox.permissions(info.name))
+        if added:
+            listed = ", ".join(map(str, added))
+            raise ReloadError(
+                f"the new version asks for more permissions ({listed}) than the running one has",
+                plugin=info.name,
+                path=candidate.location,
+                hint=f"grant them in the host's Config.grants[{info.name!r}] to consent, or "
+                "drop them from the new version's permissions",
+            )
+
+
+def base_directory(candidate: PluginCandidate) -> str | None:
+    """Where a plugin's relative permission paths start: its directory (or its package's)."""
+    source = candidate.source
+    if isinstance(source, Path):
+        directory = source if candidate.kind == "directory" else source.parent
+        return os.path.realpath(directory)
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(source.module.partition(".")[0])
+    except (ImportError, ValueError):
+        return None
+    locations = spec.submodule_search_locations if spec is not None else None
+    return os.path.realpath(locations[0]) if locations else None
