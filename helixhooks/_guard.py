@@ -42,16 +42,22 @@ _PRIVATE_PARTS = 4
 
 @attrs.frozen(eq=False)
 class Owner:
-    """A plugin as the guard knows it: its permissions, and whom to tell of a denial."""
+    """A plugin generation as the guard knows it: its permissions, whom to tell of a denial.
+
+    ``candidate`` (None for ``Sandbox.execute``) is where its own files are, which it may read.
+    """
 
     name: str
     permissions: PermissionSet
-    directory: str | None
     on_denied: Callable[[PermissionDenied], None]
+    candidate: PluginCandidate | None = None
+    generation: int = 0
+    root: str = ""
 
 
 # module root (a generation's private package, or an installed plugin's top-level package)
-# -> its plugin. Replaced whole on every change, so the hook reads it without a lock.
+# -> its plugin. Changed in place under the lock, one key at a time: the hook's lookups are
+# single dict operations, which need no lock, and admitting n plugins stays O(n).
 _roots: dict[str, Owner] = {}
 _roots_lock = threading.Lock()
 _installed = False
@@ -65,20 +71,18 @@ _state = threading.local()
 
 def admit(root: str, owner: Owner) -> None:
     """Hold the code of module ``root`` (and below) to ``owner``'s permissions."""
-    global _roots
     _install()
     with _roots_lock:
-        _roots = {**_roots, root: owner}
+        _roots[root] = owner
         _count_engaged()
 
 
 def release(root: str, owner: Owner) -> None:
     """Forget module ``root``, if it is still ``owner``'s (an installed plugin's new
     generation may have taken it over)."""
-    global _roots
     with _roots_lock:
         if _roots.get(root) is owner:
-            _roots = {key: value for key, value in _roots.items() if key != root}
+            del _roots[root]
             _count_engaged()
 
 
@@ -210,7 +214,8 @@ def _python_owns(target: object, owner: Owner) -> bool:
     if not isinstance(target, (str, bytes)):
         return True
     path = os.path.realpath(os.fsdecode(target))
-    own = [owner.directory] if owner.directory else []
+    directory = base_directory(owner.candidate) if owner.candidate is not None else None
+    own = [directory] if directory else []
     return any(path == p or path.startswith(p + os.sep) for p in (*own, *_python_dirs()))
 
 
@@ -390,36 +395,42 @@ class PluginGuard:
         self.sandbox = sandbox
         self.enforce = enforce
         self._lock = threading.Lock()
-        # name -> generation -> (module root, its owner, the candidate it loaded from)
-        self._generations: dict[str, dict[int, tuple[str, Owner, PluginCandidate]]] = {}
+        # name -> the owners of its loaded generations, oldest first (almost always one)
+        self._generations: dict[str, tuple[Owner, ...]] = {}
 
     def admit(self, candidate: PluginCandidate, generation: int, root: str) -> None:
         """Before generation ``generation`` of a plugin runs any code: what it may do."""
         name = candidate.info.name
-        base = base_directory(candidate)
-        permissions = self.sandbox.register(candidate.info, base)
-        owner = Owner(name, permissions, base, self.sandbox.on_denied)
+        permissions = self._register(candidate)
+        owner = Owner(name, permissions, self.sandbox.on_denied, candidate, generation, root)
         with self._lock:
-            self._generations.setdefault(name, {})[generation] = (root, owner, candidate)
+            self._generations[name] = (*self._generations.get(name, ()), owner)
         if self.enforce:
             admit(root, owner)
 
     def release(self, name: str, generation: int) -> None:
         """After a generation is unloaded; the Sandbox goes back to the newest one left."""
         with self._lock:
-            generations = self._generations.get(name, {})
-            entry = generations.pop(generation, None)
-            newest = generations[max(generations)] if generations else None
-            if not generations:
+            owners = self._generations.get(name, ())
+            gone = [owner for owner in owners if owner.generation == generation]
+            left = tuple(owner for owner in owners if owner.generation != generation)
+            if left:
+                self._generations[name] = left
+            else:
                 self._generations.pop(name, None)
-        if entry is None:
+        if not gone:
             return
         if self.enforce:
-            release(entry[0], entry[1])
-        if newest is None:
-            self.sandbox.forget(name)
+            release(gone[0].root, gone[0])
+        if left:
+            self._register(left[-1].candidate)  # type: ignore[arg-type]  # admitted ones have one
         else:
-            self.sandbox.register(newest[2].info, base_directory(newest[2]))
+            self.sandbox.forget(name)
+
+    def _register(self, candidate: PluginCandidate) -> PermissionSet:
+        # Most plugins ask for nothing, and finding their directory costs a system call each.
+        base = base_directory(candidate) if candidate.info.permissions else None
+        return self.sandbox.register(candidate.info, base)
 
     def refuse_widening(self, candidate: PluginCandidate) -> None:
         """A new version that asks for more than the running one has needs the host's consent.

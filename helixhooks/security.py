@@ -296,8 +296,11 @@ class PermissionSet:
         base: str | os.PathLike[str] | None = None,
     ) -> PermissionSet:
         """Parse each of ``texts`` (see Permission.parse); duplicates are kept once."""
-        parsed = (Permission.parse(text, plugin=plugin, base=base) for text in texts)
-        return cls(tuple(dict.fromkeys(parsed)))
+        parsed = tuple(
+            dict.fromkeys(Permission.parse(text, plugin=plugin, base=base) for text in texts)
+        )
+        # Most plugins ask for nothing: they share one empty set.
+        return cls(parsed) if parsed or cls is not PermissionSet else _NOTHING
 
     def allows(self, name: str, target: object = None, *, resolve: Resolver | None = None) -> bool:
         """Whether this set permits ``name`` on ``target``; ``target=None``: in any scope.
@@ -356,6 +359,9 @@ class PermissionSet:
 
     def __str__(self) -> str:
         return ", ".join(map(str, self.permissions))
+
+
+_NOTHING = PermissionSet()
 
 
 def _canonical(name: str) -> str:
@@ -496,7 +502,7 @@ class Sandbox:
         from ._bounded import BoundedCall
 
         name = plugin if isinstance(plugin, str) else plugin.name
-        owner = _guard.Owner(name, self._judged(plugin), None, self.on_denied)
+        owner = _guard.Owner(name, self._judged(plugin), self.on_denied)
 
         def run() -> T:
             with _guard.acting_as(owner):
