@@ -73,7 +73,11 @@ def admit(root: str, owner: Owner) -> None:
     """Hold the code of module ``root`` (and below) to ``owner``'s permissions."""
     _install()
     with _roots_lock:
+        replaced = _roots.get(root)
+        if replaced is not None:
+            _count_reads(replaced, -1)
         _roots[root] = owner
+        _count_reads(owner, +1)
         _count_engaged()
 
 
@@ -83,6 +87,7 @@ def release(root: str, owner: Owner) -> None:
     with _roots_lock:
         if _roots.get(root) is owner:
             del _roots[root]
+            _count_reads(owner, -1)
             _count_engaged()
 
 
@@ -94,6 +99,7 @@ def acting_as(owner: Owner) -> Iterator[None]:
     token = _acting.set(owner)
     with _roots_lock:
         _executing += 1
+        _count_reads(owner, +1)
         _count_engaged()
     try:
         yield
@@ -101,15 +107,24 @@ def acting_as(owner: Owner) -> Iterator[None]:
         _acting.reset(token)
         with _roots_lock:
             _executing -= 1
+            _count_reads(owner, -1)
             _count_engaged()
 
 
 _executing = 0
+# Admitted owners that declare read scopes: with none, reads are not looked at.
+_read_scoped = 0
 
 
 def _count_engaged() -> None:
     global _engaged
     _engaged = len(_roots) + _executing
+
+
+def _count_reads(owner: Owner, change: int) -> None:
+    global _read_scoped
+    if "read" in owner.permissions.names:
+        _read_scoped += change
 
 
 def _install() -> None:
@@ -135,8 +150,13 @@ def _tagging_start(start: Callable[[threading.Thread], None]) -> Callable[[threa
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
+    # Runs for every audited event in the process: the common cases return first.
+    if not _engaged:
+        return
     check = _CHECKS.get(event)
-    if check is None or not _engaged or getattr(_state, "busy", False):
+    if check is None or (check is _open and not _read_scoped and not _writes(args)):
+        return
+    if getattr(_state, "busy", False):
         return
     # Whatever the check itself does (paths resolved, names looked up) is not the plugin's.
     _state.busy = True
@@ -146,10 +166,17 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
             if isinstance(thread, threading.Thread):
                 _tag(thread, sys._getframe(1))
             return
+        asked = check(args)
+        if not _read_scoped:
+            # No plugin is held to read scopes: a read (every import makes some) is no one's
+            # business, and it skips the walk up the stack.
+            asked = [entry for entry in asked if entry[0] != "read"]
+        if not asked:
+            return
         owner = _acting_owner(sys._getframe(1))
         if owner is None:
             return
-        for permission, target in check(args):
+        for permission, target in asked:
             if not _allowed(owner, permission, target):
                 _deny(owner, permission, target)
     finally:
@@ -254,15 +281,19 @@ Check = Callable[[tuple[Any, ...]], list[tuple[str, object]]]
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 
 
+def _writes(args: tuple[Any, ...]) -> bool:
+    """Whether an "open" event (path, mode, flags) opens for writing."""
+    mode = args[1]
+    if isinstance(mode, str):
+        return bool(mode.strip("rbtU"))  # what is left is "w", "a", "x" or "+"
+    return bool((args[2] or 0) & _WRITE_FLAGS)
+
+
 def _open(args: tuple[Any, ...]) -> list[tuple[str, object]]:
-    path, mode, flags = (*args, None, None)[:3]
+    path = args[0]
     if isinstance(path, int) or path is None:
         return []  # an fd already open: what opened it was checked
-    if mode is not None:
-        writes = any(c in str(mode) for c in "wax+")
-    else:
-        writes = bool((flags or 0) & _WRITE_FLAGS)
-    return [("write" if writes else "read", path)]
+    return [("write" if _writes(args) else "read", path)]
 
 
 def _net(args: tuple[Any, ...]) -> list[tuple[str, object]]:
