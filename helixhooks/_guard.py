@@ -143,7 +143,7 @@ def _install() -> None:
 def _tagging_start(start: Callable[[threading.Thread], None]) -> Callable[[threading.Thread], None]:
     def tagged_start(self: threading.Thread) -> None:
         if _engaged:
-            _tag(self, sys._getframe(1))
+            _tag(self, sys._getframe(0).f_back)
         start(self)
 
     return tagged_start
@@ -164,7 +164,7 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
         if event in _THREAD_STARTS:
             thread = getattr(args[0], "__self__", None)
             if isinstance(thread, threading.Thread):
-                _tag(thread, sys._getframe(1))
+                _tag(thread, sys._getframe(0).f_back)
             return
         asked = check(args)
         if not _read_scoped:
@@ -173,7 +173,9 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
             asked = [entry for entry in asked if entry[0] != "read"]
         if not asked:
             return
-        owner = _acting_owner(sys._getframe(1))
+        # f_back, not _getframe(1): an event raised with no Python frame under it (a C function
+        # run as a thread's target) has none.
+        owner = _acting_owner(sys._getframe(0).f_back)
         if owner is None:
             return
         for permission, target in asked:
@@ -210,6 +212,8 @@ def _tag(thread: threading.Thread, frame: FrameType | None) -> None:
 
 
 def _allowed(owner: Owner, permission: str, target: object) -> bool:
+    if target is _WHOLE:
+        return any(p.name == permission and p.scope is None for p in owner.permissions)
     if permission == "read":
         if "read" not in owner.permissions.names:
             # Reads are held to scopes only by a plugin that declares some: importing a module
@@ -228,8 +232,10 @@ def _deny(owner: Owner, permission: str, target: object) -> None:
 
 
 def _show(target: object) -> str | None:
-    if target is None:
+    if target is None or target is _WHOLE:
         return None
+    if target is _UNKNOWN:
+        return "<a path relative to a directory fd>"
     if isinstance(target, tuple) and len(target) >= 2:
         host = str(target[0])
         return f"[{host}]:{target[1]}" if ":" in host else f"{host}:{target[1]}"
@@ -311,15 +317,34 @@ def _lookup(args: tuple[Any, ...]) -> list[tuple[str, object]]:
     return [("net", (host, port) if port is not None else host)]
 
 
-def _paths(*positions: int) -> Check:
+def _paths(*positions: int | tuple[int, int], permission: str = "write") -> Check:
+    """Checks the paths at ``positions``; (path, dir_fd) pairs name where a relative path is."""
+
     def check(args: tuple[Any, ...]) -> list[tuple[str, object]]:
-        return [
-            ("write", args[i])
-            for i in positions
-            if i < len(args) and isinstance(args[i], (str, bytes, os.PathLike))
-        ]
+        found: list[tuple[str, object]] = []
+        for position in positions:
+            at, fd_at = position if isinstance(position, tuple) else (position, None)
+            path = args[at] if at < len(args) else None
+            if path is None and permission == "read":
+                path = "."  # a listing of the working directory
+            if not isinstance(path, (str, bytes, os.PathLike)):
+                continue  # an fd: what opened it was checked
+            dir_fd = args[fd_at] if fd_at is not None and fd_at < len(args) else None
+            found.append((permission, _under(path, dir_fd)))
+        return found
 
     return check
+
+
+def _under(path: str | bytes | os.PathLike[Any], dir_fd: object) -> object:
+    """``path`` as the kernel will find it: a relative one under ``dir_fd`` when there is one."""
+    text = os.fsdecode(path)
+    if not isinstance(dir_fd, int) or os.path.isabs(text):
+        return text
+    try:
+        return os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), text)
+    except OSError:
+        return _UNKNOWN  # cannot tell where it lands: only an unscoped permission allows it
 
 
 def _program(args: tuple[Any, ...]) -> list[tuple[str, object]]:
@@ -327,9 +352,22 @@ def _program(args: tuple[Any, ...]) -> list[tuple[str, object]]:
     return [("run", os.fsdecode(args[0]))]
 
 
-def _command(args: tuple[Any, ...]) -> list[tuple[str, object]]:
-    words = os.fsdecode(args[0]).split()
-    return [("run", words[0] if words else None)]
+def _shell(args: tuple[Any, ...]) -> list[tuple[str, object]]:
+    # The command line is the shell's to read: what it runs cannot be told from its first word.
+    return [("run", "/bin/sh")]
+
+
+def _sqlite(args: tuple[Any, ...]) -> list[tuple[str, object]]:
+    database = args[0]
+    if isinstance(database, (bytes, os.PathLike)):
+        database = os.fsdecode(database)
+    if not isinstance(database, str) or database in ("", ":memory:"):
+        return []
+    if database.startswith("file:"):
+        database = database[len("file:") :].partition("?")[0]
+        if database in ("", ":memory:"):
+            return []
+    return [("write", database)]
 
 
 def _path_program(position: int) -> Check:
@@ -344,6 +382,20 @@ def _anything(permission: str) -> Check:
         return [(permission, None)]
 
     return check
+
+
+def _whole(permission: str) -> Check:
+    """What only the unscoped permission allows: no scope names it (a fork, a signal)."""
+
+    def check(args: tuple[Any, ...]) -> list[tuple[str, object]]:
+        return [(permission, _WHOLE)]
+
+    return check
+
+
+# Targets no scope matches: only the permission granted whole allows them.
+_WHOLE = object()
+_UNKNOWN = object()
 
 
 def _env(args: tuple[Any, ...]) -> list[tuple[str, object]]:
@@ -365,21 +417,22 @@ _CHECKS: dict[str, Check] = {
     "socket.gethostbyname": _lookup,
     "socket.gethostbyaddr": _lookup,
     "socket.getnameinfo": lambda args: [("net", args[0])],
-    "os.remove": _paths(0),
-    "os.rename": _paths(0, 1),
-    "os.mkdir": _paths(0),
-    "os.rmdir": _paths(0),
-    "os.chmod": _paths(0),
-    "os.chown": _paths(0),
+    "os.remove": _paths((0, 1)),
+    "os.rename": _paths((0, 2), (1, 3)),
+    "os.mkdir": _paths((0, 2)),
+    "os.rmdir": _paths((0, 1)),
+    "os.chmod": _paths((0, 2)),
+    "os.chown": _paths((0, 3)),
     "os.chflags": _paths(0),
     "os.lchflags": _paths(0),
-    "os.symlink": _paths(1),
-    "os.link": _paths(1),
+    "os.symlink": _paths((1, 2)),
+    # A hard link to a file is a way to write it: the file linked needs write too.
+    "os.link": _paths((0, 2), (1, 3)),
     "os.truncate": _paths(0),
-    "os.utime": _paths(0),
+    "os.utime": _paths((0, 3)),
     "os.setxattr": _paths(0),
     "os.removexattr": _paths(0),
-    "shutil.rmtree": _paths(0),
+    "shutil.rmtree": _paths((0, 1)),
     "shutil.copyfile": _paths(1),
     "shutil.copymode": _paths(1),
     "shutil.copystat": _paths(1),
@@ -389,12 +442,18 @@ _CHECKS: dict[str, Check] = {
     "shutil.make_archive": _paths(0),
     "shutil.unpack_archive": _paths(1),
     "subprocess.Popen": _program,
-    "os.system": _command,
+    "os.system": _shell,
     "os.exec": _path_program(0),
     "os.posix_spawn": _path_program(0),
     "os.spawn": _path_program(1),
-    "os.fork": _anything("run"),
-    "os.forkpty": _anything("run"),
+    "os.fork": _whole("run"),
+    "os.forkpty": _whole("run"),
+    "os.kill": _whole("run"),
+    "os.killpg": _whole("run"),
+    "signal.pthread_kill": _whole("run"),
+    "os.listdir": _paths(0, permission="read"),
+    "os.scandir": _paths(0, permission="read"),
+    "sqlite3.connect": _sqlite,
     "os.putenv": _env,
     "os.unsetenv": _env,
     "ctypes.dlopen": _anything("ffi"),
