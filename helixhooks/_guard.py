@@ -117,8 +117,9 @@ _read_scoped = 0
 
 
 def _count_engaged() -> None:
-    global _engaged
+    global _engaged, _owner_of
     _engaged = len(_roots) + _executing
+    _owner_of = {}
 
 
 def _count_reads(owner: Owner, change: int) -> None:
@@ -154,7 +155,9 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
     if not _engaged:
         return
     check = _CHECKS.get(event)
-    if check is None or (check is _open and not _read_scoped and not _writes(args)):
+    if check is None or (
+        not _read_scoped and (check is _listing or (check is _open and not _writes(args)))
+    ):
         return
     if getattr(_state, "busy", False):
         return
@@ -175,31 +178,44 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
             return
         # f_back, not _getframe(1): an event raised with no Python frame under it (a C function
         # run as a thread's target) has none.
-        owner = _acting_owner(sys._getframe(0).f_back)
+        caller = sys._getframe(0).f_back
+        owner = _acting_owner(caller)
         if owner is None:
             return
         for permission, target in asked:
             if not _allowed(owner, permission, target):
-                _deny(owner, permission, target)
+                _deny(owner, permission, target, quietly=_caching_bytecode(caller))
     finally:
         _state.busy = False
 
 
 def _acting_owner(frame: FrameType | None) -> Owner | None:
     """The plugin whose code is innermost on the stack from ``frame``, else the thread's."""
-    roots = _roots
+    owners = _owner_of
     while frame is not None:
         name = frame.f_globals.get("__name__")
-        if isinstance(name, str):
-            if name.startswith(_PRIVATE):
-                owner = roots.get(".".join(name.split(".", _PRIVATE_PARTS)[:_PRIVATE_PARTS]))
-            else:
-                owner = roots.get(name.partition(".")[0])
-            if owner is not None:
-                return owner
+        owner = owners.get(name, _UNSEEN)
+        if owner is _UNSEEN:
+            owner = owners[name] = _module_owner(name)
+        if owner is not None:
+            return owner  # type: ignore[return-value]  # not _UNSEEN, checked above
         frame = frame.f_back
     tagged: Owner | None = getattr(threading.current_thread(), "_helix_owner", None)
     return tagged if tagged is not None else _acting.get()
+
+
+def _module_owner(name: object) -> Owner | None:
+    if not isinstance(name, str):
+        return None
+    if name.startswith(_PRIVATE):
+        return _roots.get(".".join(name.split(".", _PRIVATE_PARTS)[:_PRIVATE_PARTS]))
+    return _roots.get(name.partition(".")[0])
+
+
+# module name -> its plugin's owner, or None: a walk up the stack looks each frame's module up
+# once. Replaced, not cleared, when the roots change (a walk under way keeps the old one).
+_owner_of: dict[object, object] = {}
+_UNSEEN = object()
 
 
 def _tag(thread: threading.Thread, frame: FrameType | None) -> None:
@@ -224,11 +240,28 @@ def _allowed(owner: Owner, permission: str, target: object) -> bool:
     return owner.permissions.allows(permission, target, resolve=_resolve)
 
 
-def _deny(owner: Owner, permission: str, target: object) -> None:
-    shown = _show(target)
-    error = PermissionDenied(owner.name, permission, shown)
-    owner.on_denied(error)
+def _deny(owner: Owner, permission: str, target: object, *, quietly: bool = False) -> None:
+    error = PermissionDenied(owner.name, permission, _show(target))
+    if not quietly:
+        owner.on_denied(error)
     raise error
+
+
+def _caching_bytecode(frame: FrameType | None) -> bool:
+    """Whether the import system is writing a module's bytecode cache for the plugin.
+
+    Refused like any write (a plugin could otherwise plant bytecode the host runs later), but
+    quietly: the import goes on from source, as for any unwritable cache (PermissionDenied is a
+    PermissionError), and it is housekeeping, not the plugin's doing.
+    """
+    return (
+        frame is not None
+        and frame.f_code.co_name in _BYTECODE_WRITERS
+        and frame.f_globals.get("__name__") == "importlib._bootstrap_external"
+    )
+
+
+_BYTECODE_WRITERS = frozenset({"set_data", "_write_atomic"})
 
 
 def _show(target: object) -> str | None:
@@ -393,6 +426,8 @@ def _whole(permission: str) -> Check:
     return check
 
 
+_listing = _paths(0, permission="read")
+
 # Targets no scope matches: only the permission granted whole allows them.
 _WHOLE = object()
 _UNKNOWN = object()
@@ -451,8 +486,8 @@ _CHECKS: dict[str, Check] = {
     "os.kill": _whole("run"),
     "os.killpg": _whole("run"),
     "signal.pthread_kill": _whole("run"),
-    "os.listdir": _paths(0, permission="read"),
-    "os.scandir": _paths(0, permission="read"),
+    "os.listdir": _listing,
+    "os.scandir": _listing,
     "sqlite3.connect": _sqlite,
     "os.putenv": _env,
     "os.unsetenv": _env,

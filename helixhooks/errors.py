@@ -171,8 +171,13 @@ class PluginTimeout(HelixError):
         )
 
 
-class PermissionDenied(HelixError):
-    """A plugin tried to use a permission it was not granted."""
+class PermissionDenied(HelixError, PermissionError):
+    """A plugin tried to use a permission it was not granted.
+
+    Also a PermissionError, as the operating system's refusal would be: code that copes with
+    an unwritable cache or an unreachable host copes with this (the import system writing a
+    module's bytecode for a plugin, for one).
+    """
 
     def __init__(
         self, plugin: str, permission: str, target: str | None = None, *, hint: str | None = None

@@ -264,3 +264,51 @@ def test_the_hosts_own_io_is_not_checked_while_plugins_are_loaded(
         (tmp_path / "host.txt").write_text("the host may")
         assert (tmp_path / "host.txt").read_text() == "the host may"
         assert system.get("w").stats().denials == {}
+
+
+IMPORTER = """
+import helixhooks as hh
+
+class Plugin:
+    @hh.hookimpl
+    def helix_start(self):
+        import xml.dom.minidom  # its bytecode is not cached yet: the import system writes it
+"""
+
+IMPORT_HOST = """
+import json, sys
+import helixhooks as hh
+
+config = hh.Config(plugin_dirs=[sys.argv[1]], entry_point_group=None)
+with hh.PluginSystem(config) as system:
+    handle = system.get("importer")
+    print(json.dumps([handle.state.value, str(handle.error), handle.stats().denials]))
+"""
+
+
+def test_a_plugin_imports_modules_whose_bytecode_it_may_not_write(
+    plugins: Path, tmp_path: Path
+) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    write_plugin(plugins, "importer", IMPORTER)
+    cache = tmp_path / "pycache"
+    env = {**os.environ, "PYTHONPYCACHEPREFIX": str(cache)}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_HOST, str(plugins)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    # Imported from source; the cache write refused quietly (no denial counted, nothing logged).
+    assert json.loads(done.stdout) == ["started", "None", {}]
+    assert "denied" not in done.stderr
+    assert not list(cache.rglob("minidom*.pyc")), "the plugin planted bytecode"
+    assert list(cache.rglob("json*")), "the host's own bytecode is cached as usual"

@@ -117,19 +117,21 @@ class Host:
 
     @contextmanager
     def denies(
-        self, plugin: str, permission: str, target: str | None
+        self, plugin: str, permission: str, target: str | None, *, times: int = 1
     ) -> Iterator[pytest.ExceptionInfo[hh.PermissionDenied]]:
         """The block raises PermissionDenied for ``plugin``'s ``permission`` on ``target``,
-        counted once in its metrics and published once as a ``permission_denied`` event."""
+        counted ``times`` in its metrics and published as that many ``permission_denied``
+        events, the last the one raised (more than one: the library tried another way)."""
         before = self.denials(plugin).get(permission, 0)
         seen = len(self.events)
         with pytest.raises(hh.PermissionDenied) as caught:
             yield caught
         error = caught.value
         assert (error.plugin, error.permission, error.target) == (plugin, permission, target)
-        assert self.denials(plugin).get(permission, 0) == before + 1
+        assert self.denials(plugin).get(permission, 0) == before + times
         published = [e for e in self.events[seen:] if e.kind == "permission_denied"]
-        assert [(e.name, e.error) for e in published] == [(plugin, error)]
+        assert len(published) == times and all(e.name == plugin for e in published)
+        assert published[-1].error is error
 
     def close(self) -> None:
         if self._system is not None:

@@ -566,3 +566,31 @@ def test_a_raw_thread_running_library_code(host: Host, listener: Listener) -> No
     finally:
         for connection in connections:
             connection.close()
+
+
+@bypass(
+    "the guard knows a plugin's code by its module's __name__ (the private package the loader "
+    "gave it, or its installed package): a plugin that renames its own module to a host "
+    "module's name looks like the host's code on the stack"
+)
+def test_a_plugin_that_renames_its_module_is_taken_for_the_host(host: Host, tmp_path: Path) -> None:
+    target = tmp_path / "written"
+    host.plugin(
+        "renamed",
+        """
+        globals()["__name__"] = "os"
+
+        def attack(path):
+            with open(path, "w") as file:
+                file.write("x")
+        """,
+    )
+    host.start()
+
+    assert_stopped(
+        host,
+        "renamed",
+        lambda: host.attack("renamed", str(target)),
+        target.exists,
+        "the renamed plugin wrote a file without write",
+    )
