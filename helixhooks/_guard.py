@@ -9,6 +9,10 @@ A thread a plugin starts is tagged with it (the ``_thread.start_new_thread`` eve
 running host or library code on its behalf is held to its permissions too. ``Sandbox.execute``
 names the plugin explicitly, for host code run on a plugin's behalf.
 
+The hook is C where ``helixhooks._audit`` was built: it calls ``_audit`` only while some plugin is
+admitted, and only for the events in ``_CHECKS``, so every other audited event in the process
+(``id()`` raises one) costs next to nothing; where it was not, ``_audit`` is the hook itself.
+
 It stops mistakes and records violations; it is not a security boundary (docs/security.md).
 Audit hooks cannot be removed, so there is one per process, installed on first use; each
 PluginSystem registers its plugins' modules with it and takes them out again.
@@ -120,6 +124,8 @@ def _count_engaged() -> None:
     global _engaged, _owner_of
     _engaged = len(_roots) + _executing
     _owner_of = {}
+    if _set_engaged is not None:
+        _set_engaged(_engaged > 0)
 
 
 def _count_reads(owner: Owner, change: int) -> None:
@@ -128,12 +134,25 @@ def _count_reads(owner: Owner, change: int) -> None:
         _read_scoped += change
 
 
+# helixhooks._audit's switch, when its C hook is the one installed (see _install).
+_set_engaged: Callable[[bool], None] | None = None
+
+
 def _install() -> None:
-    global _installed
+    global _installed, _set_engaged
     if not _installed:
         with _roots_lock:
             if not _installed:
-                sys.addaudithook(_audit)
+                try:
+                    from . import _audit as front
+                except ImportError:
+                    # Not built (no compiler at install time, a free-threaded build): the same
+                    # checks, but every audited event in the process pays a call into Python.
+                    sys.addaudithook(_audit)
+                else:
+                    # A C hook that calls _audit only while engaged, for the events in _CHECKS.
+                    front.install(_audit, tuple(_CHECKS))
+                    _set_engaged = front.set_engaged
                 if sys.version_info < (3, 12):
                     # No audit event for a thread's start before 3.12: tag it in start().
                     start = _tagging_start(threading.Thread.start)
