@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import importlib
+import importlib.util
 import json
 import shlex
 import socket
@@ -320,6 +321,16 @@ def attack(arg):
                 f.write("written")
         finally:
             helixhooks._guard._state.busy = False
+    elif how == "the C hook's switch":
+        # Off, the C audit hook (where it is built) calls the guard for nothing.
+        from helixhooks import _audit
+
+        _audit.set_engaged(False)
+        try:
+            with open(path, "w") as f:
+                f.write("written")
+        finally:
+            _audit.set_engaged(True)
     else:
         # The guard resolves paths with os.path.realpath, looked up when it checks.
         realpath = os.path.realpath
@@ -332,10 +343,23 @@ def attack(arg):
 """
 
 
-@pytest.mark.parametrize("how", ["its busy flag", "os.path.realpath"])
+@pytest.mark.parametrize(
+    "how",
+    [
+        "its busy flag",
+        "os.path.realpath",
+        pytest.param(
+            "the C hook's switch",
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec("helixhooks._audit") is None,
+                reason="helixhooks._audit is not built here: the guard uses its Python hook",
+            ),
+        ),
+    ],
+)
 @bypass(
-    "the guard is Python code in the plugin's interpreter: its state (helixhooks._guard) and "
-    "the functions it calls (os.path.realpath) are the plugin's to change"
+    "the guard is Python code in the plugin's interpreter: its state (helixhooks._guard, the "
+    "C hook's switch) and the functions it calls (os.path.realpath) are the plugin's to change"
 )
 def test_the_guard_can_be_switched_off_from_inside(host: Host, tmp_path: Path, how: str) -> None:
     scope = tmp_path / "scope"
