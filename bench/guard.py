@@ -18,7 +18,9 @@ the hook's share of it smaller).
    - guard off: ``PluginSystem(Config(..., sandbox_enabled=False))`` with the plugins below
      loaded and started, then the workload: helixhooks in memory, no hook installed;
    - ours: the same with the default config (``sandbox_enabled=True``): the hook installed and
-     engaged (``_guard._engaged`` > 0), the real case for a host with plugins loaded;
+     engaged (``_guard._engaged`` > 0), the real case for a host with plugins loaded. The hook is
+     the C one (``helixhooks._audit``) where it is built (``setup.py build_ext --inplace`` in a
+     source tree), else the Python one; the first line printed says which;
    - ours+read: the same, but two plugins also declare a read scope, so that the guard looks
      at every open for reading too (with none, it skips reads).
 
@@ -465,9 +467,14 @@ def main() -> None:
     if options.child:
         child(options.child, options.reps, options.depth, options.io_dir, options.census)
         return
+    import importlib.util
+
     import pluggy
 
-    print(f"Python {sys.version.split()[0]}, pluggy {pluggy.__version__}")
+    built = importlib.util.find_spec("helixhooks._audit") is not None
+    front = "C (helixhooks._audit)" if built else "Python (helixhooks._audit is not built)"
+    version = sys.version.split()[0]
+    print(f"Python {version}, pluggy {pluggy.__version__}, the guard's hook: {front}")
     runs, reps = (3, 3) if options.quick else (11, 7)
     host_workload(runs, reps, options.depth, options.io_dir)
     hook_calls(options.quick)
