@@ -6,10 +6,10 @@ import ipaddress
 import itertools
 import os
 import textwrap
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import helixhooks as hh
@@ -204,14 +204,16 @@ def test_net_covers_is_reflexive_transitive_and_as_specified() -> None:
 
 def _inside(base: str, outer: list[str], inner: list[str]) -> bool:
     """The oracle: by components of the normalized paths (no symlinks below ``base``)."""
+    # PurePath.parts, not str.split: "/" (where enough ".." lead) is one part, not two empty ones.
     outer_parts, inner_parts = (
-        os.path.normpath(os.path.join(base, "plugin", *parts)).split(os.sep)
+        PurePath(os.path.normpath(os.path.join(base, "plugin", *parts))).parts
         for parts in (outer, inner)
     )
     return inner_parts[: len(outer_parts)] == outer_parts
 
 
 @given(scope=components, target=components, third=components)
+@example(scope=[".."] * 30, target=[], third=[]).via("a scope that climbs to /")
 def test_a_path_scope_covers_exactly_the_paths_under_it(
     tmp_path_factory: pytest.TempPathFactory, scope: list[str], target: list[str], third: list[str]
 ) -> None:
