@@ -132,7 +132,16 @@ def _source_spec(
     return spec
 
 
-def import_package(private_name: str, directory: Path) -> types.ModuleType:
+def absolute(path: str) -> str:
+    """``path`` made absolute as ``Path.absolute`` does it; ``path`` itself if it is already.
+
+    A plugin's path string is kept by its candidate, its package's ``__path__`` and the names
+    of its files: one string, not a copy for each.
+    """
+    return path if os.path.isabs(path) else os.fspath(Path(path).absolute())
+
+
+def import_package(private_name: str, directory: str | os.PathLike[str]) -> types.ModuleType:
     """A directory plugin as a package, so its own submodules import relatively."""
     path = os.fspath(directory)
     init = os.path.join(path, "__init__.py")
@@ -147,8 +156,8 @@ def import_package(private_name: str, directory: Path) -> types.ModuleType:
     return package
 
 
-def import_file(private_name: str, filename: Path) -> types.ModuleType:
-    return _execute(_source_spec(private_name, str(filename)))
+def import_file(private_name: str, filename: str | os.PathLike[str]) -> types.ModuleType:
+    return _execute(_source_spec(private_name, os.fspath(filename)))
 
 
 def _execute(spec: importlib.machinery.ModuleSpec) -> types.ModuleType:

@@ -241,7 +241,7 @@ def _scan_dir(directory: Path, problems: list[Problem]) -> Iterator[PluginCandid
             elif name.endswith(".py") and not name.startswith("_") and entry.is_file():
                 info = _file_info(path)
                 if info is not None:
-                    slots.append(PluginCandidate(info, Path(path), "file"))
+                    slots.append(PluginCandidate(info, path, "file"))
         except ManifestError as exc:
             slots.append((path, exc))
     tables = []
@@ -257,7 +257,7 @@ def _scan_dir(directory: Path, problems: list[Problem]) -> Iterator[PluginCandid
         except ManifestError as exc:
             slots[at] = (path, exc)
     for at, path, info in infos:
-        slots[at] = PluginCandidate(info, Path(path), "directory")
+        slots[at] = PluginCandidate(info, path, "directory")
     # Yielded one by one, so that the caller's duplicate-name problems fall in file name order
     # among these.
     for slot in slots:

@@ -12,7 +12,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._operation import Outcome, Step, Steps, drive, post
@@ -55,14 +54,11 @@ def context_for(
     For a record, as it is now; for a generation (a reload's staged one), as it was loaded.
     """
     candidate = record.candidate
-    path = (
-        candidate.source if candidate is not None and isinstance(candidate.source, Path) else None
-    )
     return PluginContext(
         name=record.name,
         version=record.info.version,
         config=config.config_for(record.name, record.info.config),
-        path=path,
+        path=candidate.fspath if candidate is not None else None,
         hook=registry.pm.hook,
         handover=handover,
     )

@@ -39,6 +39,7 @@ from ._operation import Outcome, Step, Steps, drive
 from ._source_import import (
     FINDER,
     FINDER_LOCK,
+    absolute,
     fresh_package,
     import_file,
     import_package,
@@ -172,18 +173,16 @@ class Loader:
         private_name = private_module(name, generation)
         if self.guard is not None:
             # Before any of its code runs: a request beyond the host's grants stops it here.
-            root = private_name if isinstance(candidate.source, Path) else _package(candidate)
+            root = private_name if candidate.entry_point is None else _package(candidate)
             self.guard.admit(candidate, generation, root)
         evicted: dict[str, types.ModuleType] = {}
-        if not isinstance(candidate.source, Path) and self.loaded(name) is not None:
+        if candidate.entry_point is not None and self.loaded(name) is not None:
             # A new generation of installed code: its package imports afresh, from source,
             # while the old generation keeps its module objects (and is put back on failure).
             evicted = fresh_package(_package(candidate))
         # Only an entry point needs to tell its new modules from the rest by a before/after
         # difference; a private package's are all under its name (and the finder records them).
-        known_modules = (
-            frozenset(sys.modules) if not isinstance(candidate.source, Path) else frozenset()
-        )
+        known_modules = frozenset(sys.modules) if candidate.entry_point is not None else frozenset()
         outcome: Outcome = yield Step(
             lambda: self._import(candidate, private_name),
             plugin=name,
@@ -316,12 +315,15 @@ class Loader:
     ) -> tuple[types.ModuleType, object]:
         """The entry module and the object to register with pluggy."""
         info = candidate.info
-        source = candidate.source
-        if not isinstance(source, Path):
-            module_name, attribute = source.module, source.attr or None
+        # Read without making a Path: making one parses and interns the path's parts.
+        entry_point, path = candidate.entry_point, candidate.fspath
+        if entry_point is not None:
+            module_name, attribute = entry_point.module, entry_point.attr or None
             module = self._run_import(candidate, lambda: importlib.import_module(module_name))
         else:
-            root = source.absolute()
+            assert path is not None  # a directory or file plugin
+            # The candidate's own string (see absolute), not one more made from a Path.
+            root = absolute(path)
             module_name, _, attribute_text = (info.entry or "__init__").partition(":")
             attribute = attribute_text or None
             install_finder()
@@ -478,7 +480,7 @@ def _created_modules(
     For an entry point, only its own package: a first import of json or requests by the plugin
     is not the plugin's to remove.
     """
-    if isinstance(candidate.source, Path):
+    if candidate.entry_point is None:
         with FINDER_LOCK:
             found = list(FINDER.found.get(private_name, ()))
         return tuple(sorted(k for k in {private_name, *found} if k in sys.modules))
@@ -491,9 +493,9 @@ def _created_modules(
 
 def _package(candidate: PluginCandidate) -> str:
     """An installed plugin's top-level package: its modules are under it."""
-    source = candidate.source
-    assert not isinstance(source, Path), "a directory or file plugin has a private package"
-    return source.module.partition(".")[0]
+    entry_point = candidate.entry_point
+    assert entry_point is not None, "a directory or file plugin has a private package"
+    return entry_point.module.partition(".")[0]
 
 
 def _drop_modules(loaded: LoadedPlugin, keep: Sequence[LoadedPlugin]) -> None:

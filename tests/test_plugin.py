@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import pickle
 import string
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -13,6 +15,7 @@ from helixhooks.errors import HelixError, ManifestError, PluginTimeout, VersionC
 from helixhooks.plugin import (
     TRANSITIONS,
     Dependency,
+    PluginCandidate,
     PluginContext,
     PluginInfo,
     PluginState,
@@ -103,6 +106,33 @@ def test_context_logger_is_namespaced() -> None:
     ctx = PluginContext("analyzer", "1.0.0", {"threshold": 0.5})
     assert ctx.logger.name == "helixhooks.plugin.analyzer"
     assert ctx.config["threshold"] == 0.5
+
+
+def test_context_path_is_a_path_kept_as_its_string() -> None:
+    ctx = PluginContext("analyzer", "1.0.0", path=Path("plugins", "analyzer"))
+    assert ctx.path == Path("plugins", "analyzer")
+    assert ctx == PluginContext("analyzer", "1.0.0", path=str(Path("plugins", "analyzer")))
+    assert PluginContext("analyzer", "1.0.0").path is None
+
+
+def test_candidate_source_is_a_path_or_an_entry_point() -> None:
+    info = PluginInfo("analyzer", "1.0.0")
+    directory = Path("plugins", "analyzer")
+    candidate = PluginCandidate(info, directory, "directory")
+    assert candidate.source == directory
+    assert candidate.fspath == str(directory) == candidate.location
+    assert candidate.entry_point is None
+    assert candidate == PluginCandidate(info, str(directory), "directory")
+    entry_point = importlib.metadata.EntryPoint(
+        "analyzer", "analyzer_pkg.plugin:Analyzer", "helixhooks.plugins"
+    )
+    installed = PluginCandidate(info, entry_point, "entry_point", distribution="analyzer-pkg")
+    assert installed.source is entry_point
+    assert installed.entry_point is entry_point
+    assert installed.fspath is None
+    assert installed.location == (
+        "entry point helixhooks.plugins:analyzer = analyzer_pkg.plugin:Analyzer"
+    )
 
 
 def test_errors_name_plugin_and_fix_and_survive_pickling() -> None:
