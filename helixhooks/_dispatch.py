@@ -27,6 +27,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from threading import get_ident
 from time import perf_counter
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from pluggy import HookImpl
@@ -68,40 +69,63 @@ class Generation:
     in flight.
     """
 
-    __slots__ = ("_direct", "calls", "impls", "name", "term")
+    __slots__ = ("_direct", "_impls", "calls", "name", "term")
 
     def __init__(self, name: str, impls: Sequence[tuple[str, HookImpl]]) -> None:
         self.name = name
-        self.impls = tuple(impls)
+        # Each impl knows its hook name: every loaded plugin keeps these, and a (hook, impl)
+        # pair per impl would cost more than the name's slot.
+        self._impls = tuple(_unowned(hook, impl) for hook, impl in impls)
         self.calls: list[int] = []
         self.term: Term | None = None
         self._direct: dict[str, _DirectList] | None = None  # made on first use
 
+    @property
+    def impls(self) -> tuple[tuple[str, HookImpl], ...]:
+        """(hook name, impl) of each implementation."""
+        return tuple((impl.hook, impl) for impl in self._impls)
+
     def hooks(self) -> list[str]:
         """The hook names this generation implements."""
-        return sorted({hook for hook, _ in self.impls})
+        return sorted({impl.hook for impl in self._impls})
 
     def implements(self, hook_name: str) -> bool:
-        return any(hook == hook_name for hook, _ in self.impls)
+        return any(impl.hook == hook_name for impl in self._impls)
+
+
+def _unowned(hook: str, impl: HookImpl) -> compat.OwnedImpl:
+    """``impl`` as an OwnedImpl of ``hook`` that no term owns yet (itself if it is one)."""
+    if isinstance(impl, compat.OwnedImpl) and impl.owner is None and impl.hook == hook:
+        return impl
+    return compat.owned_copy(impl, None, hook)
+
+
+# A term not retired by a swap has no successors; one shared empty mapping stands for them.
+_NO_SUCCESSORS: Mapping[HookImpl, HookImpl] = MappingProxyType({})
 
 
 class Term:
     """One stretch of a generation's service in the live manager, from activation to retirement."""
 
-    __slots__ = ("generation", "impls", "plans", "retired", "skipped", "successors")
+    __slots__ = ("_impls", "generation", "plans", "retired", "skipped", "successors")
 
     def __init__(self, generation: Generation) -> None:
         self.generation = generation
-        #: (hook name, impl) of each impl this term put in the live manager
-        self.impls: tuple[tuple[str, HookImpl], ...] = ()
+        # Each impl this term put in the live manager (see Generation._impls).
+        self._impls: tuple[compat.OwnedImpl, ...] = ()
         self.retired = False
         # Retired by a swap: each old impl's replacement, for lists copied before the swap.
-        self.successors: Mapping[HookImpl, HookImpl] = {}
+        self.successors: Mapping[HookImpl, HookImpl] = _NO_SUCCESSORS
         # Retired by a stop: calls already under way skip its impls. By a swap they still run
         # them (the new generation is not in their list), and the drain waits for them.
         self.skipped = False
         # Made on first use: most terms never serve a broadcast call, and a WeakSet is large.
         self.plans: weakref.WeakSet[_Plan] | None = None
+
+    @property
+    def impls(self) -> tuple[tuple[str, HookImpl], ...]:
+        """(hook name, impl) of each impl this term put in the live manager."""
+        return tuple((impl.hook, impl) for impl in self._impls)
 
 
 class _Plan:
@@ -178,12 +202,13 @@ class Dispatch:
         """
         term = Term(generation)
         generation.term = term
-        if all(isinstance(i, compat.OwnedImpl) and i.owner is None for _, i in generation.impls):
-            for _, impl in generation.impls:
-                impl.owner = term  # type: ignore[attr-defined]  # an OwnedImpl, checked above
-            term.impls = generation.impls
+        impls = generation._impls
+        if all(impl.owner is None for impl in impls):
+            for impl in impls:
+                impl.owner = term
+            term._impls = impls
         else:
-            term.impls = tuple((hook, compat.owned_copy(i, term)) for hook, i in generation.impls)
+            term._impls = tuple(compat.owned_copy(impl, term) for impl in impls)
         return list(term.impls)
 
     def retire(
@@ -207,7 +232,7 @@ class Dispatch:
             generation.term = None
             term.retired = True
             term.skipped = successors is None
-            term.successors = successors or {}
+            term.successors = successors or _NO_SUCCESSORS
             for plan in list(term.plans or ()):
                 plan.dead = True
                 steps = plan.steps
@@ -331,7 +356,7 @@ class Dispatch:
         return plan
 
     def _direct_list(self, generation: Generation, hook_name: str, *, keep: bool) -> _DirectList:
-        impls = _DirectList(impl for hook, impl in generation.impls if hook == hook_name)
+        impls = _DirectList(impl for impl in generation._impls if impl.hook == hook_name)
         if keep:
             impls.plan = self._build(hook_name, list(impls), list(impls), (hook_name,))
             if generation._direct is None:

@@ -94,19 +94,25 @@ class OwnedImpl(HookImpl):  # type: ignore[misc]  # pluggy marks HookImpl final 
     """A HookImpl that knows which term of service of which plugin generation it belongs to.
 
     The dispatch reads ``owner`` to leave out implementations retired by a stop or a swap, even
-    from a list a caller copied before the retirement. Created only by ``owned_copy``.
+    from a list a caller copied before the retirement. ``hook`` is the name of the hook it
+    implements (pluggy's HookImpl does not know it). Created only by ``owned_copy``.
     """
 
-    __slots__ = ("owner",)
+    __slots__ = ("hook", "owner")
+    hook: str
     owner: Any
 
 
-def owned_copy(impl: HookImpl, owner: object) -> OwnedImpl:
-    """A copy of ``impl`` (parsed by pluggy already) that carries ``owner``."""
+def owned_copy(impl: HookImpl, owner: object, hook: str | None = None) -> OwnedImpl:
+    """A copy of ``impl`` (parsed by pluggy already) that carries ``owner``, and ``hook``.
+
+    Without ``hook``, the copy implements the same hook as ``impl`` (if ``impl`` says which).
+    """
     twin: OwnedImpl = object.__new__(OwnedImpl)
     for slot in HookImpl.__slots__:
         if hasattr(impl, slot):
             object.__setattr__(twin, slot, getattr(impl, slot))
+    twin.hook = hook if hook is not None else getattr(impl, "hook", "")
     twin.owner = owner
     return twin
 

@@ -104,7 +104,7 @@ def _registered_impls(pm: pluggy.PluginManager, plugin: object) -> list[tuple[st
         # Each trylast impl went first, so a caller holds those in reverse registration order.
         ordered = [i for i in impls if not i.trylast] + [i for i in reversed(impls) if i.trylast]
         # Owned by no term yet: the plugin's first activation takes these very impls.
-        registered.extend((hook_name, compat.owned_copy(impl, None)) for impl in ordered)
+        registered.extend((hook_name, compat.owned_copy(impl, None, hook_name)) for impl in ordered)
     return registered
 
 

@@ -830,3 +830,39 @@ def test_timing_samples_are_folded_however_often_the_hook_is_replanned(tmp_path:
         assert _buffered(system, "steady", "ping") <= FOLD_EVERY
         assert system.metrics.get_stats("steady").hooks["ping"].count == 6 * FOLD_EVERY
     system.close()
+
+
+class _Pair:
+    @hh.hookimpl
+    def helix_init(self, config: object, ctx: object) -> None: ...
+
+    @hh.hookimpl(specname="work")
+    def _work_impl(self, value: int) -> int:
+        return value
+
+
+def test_a_generation_keeps_each_impls_hook_and_the_first_term_takes_them() -> None:
+    from helixhooks._dispatch import Dispatch, Generation
+
+    pm = pluggy.PluginManager("helixhooks")
+    plugin = _Pair()
+    pm.register(plugin)
+    # Plain pluggy impls, the hook named by the caller (an impl does not know it).
+    pairs = [
+        (name, impl)
+        for name in ("helix_init", "work")
+        for impl in getattr(pm.hook, name).get_hookimpls()
+    ]
+    gen = Generation("pair", pairs)
+    assert [(hook, impl.function) for hook, impl in gen.impls] == [
+        (hook, impl.function) for hook, impl in pairs
+    ]
+    assert gen.hooks() == ["helix_init", "work"]
+    assert gen.implements("work") and not gen.implements("_work_impl")
+    dispatch = Dispatch(pluggy.PluginManager("helixhooks"))
+    first = dispatch.activate(gen)
+    assert first == list(gen.impls)  # the impls made at load serve the first term
+    dispatch.retire(gen)
+    second = dispatch.activate(gen)  # an ended term's impls stay dead: fresh copies
+    assert [hook for hook, _ in second] == ["helix_init", "work"]
+    assert all(new is not old for (_, new), (_, old) in zip(second, first, strict=True))
