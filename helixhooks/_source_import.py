@@ -32,18 +32,45 @@ def private_module(name: str, generation: int) -> str:
 
 
 class _SourceLoader(importlib.abc.Loader):
-    """Executes a module from its source file, never from a cached ``.pyc``."""
+    """Executes a module from its source file (its spec's origin), never from a cached ``.pyc``.
 
-    def __init__(self, filename: str) -> None:
-        self.filename = filename
+    It keeps no state: one instance serves every module, rather than one more object per
+    plugin module loaded.
+    """
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
         return None
 
     def exec_module(self, module: types.ModuleType) -> None:
-        with open(self.filename, "rb") as source:
-            code = compile(source.read(), self.filename, "exec", dont_inherit=True)
+        spec = module.__spec__
+        filename = spec.origin if spec is not None else None
+        if filename is None:
+            raise ImportError(
+                f"module {module.__name__!r} has no source file", name=module.__name__
+            )
+        with open(filename, "rb") as source:
+            code = compile(source.read(), filename, "exec", dont_inherit=True)
         exec(code, module.__dict__)
+
+
+_SOURCE_LOADER = _SourceLoader()
+
+
+class _SourceSpec(importlib.machinery.ModuleSpec):
+    """The spec of a module compiled from source on every import: it has no cached bytecode.
+
+    So its module gets no ``__cached__`` naming a ``.pyc`` that is never written or read (a
+    string per plugin module, for nothing).
+    """
+
+    @property
+    def cached(self) -> str | None:
+        return None
+
+    @cached.setter
+    def cached(self, value: str | None) -> None:
+        if value is not None:
+            raise AttributeError("a module compiled from source on every import has no cache")
 
 
 class _PluginFinder(importlib.abc.MetaPathFinder):
@@ -123,8 +150,8 @@ def install_finder() -> None:
 def _source_spec(
     fullname: str, filename: str, package_dir: str | None = None
 ) -> importlib.machinery.ModuleSpec:
-    spec = importlib.machinery.ModuleSpec(
-        fullname, _SourceLoader(filename), origin=filename, is_package=package_dir is not None
+    spec = _SourceSpec(
+        fullname, _SOURCE_LOADER, origin=filename, is_package=package_dir is not None
     )
     spec.has_location = True  # so the module gets __file__
     if package_dir is not None:

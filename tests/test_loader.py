@@ -106,7 +106,11 @@ def test_directory_plugin_imports_its_subpackages_relatively(
     }
     assert sys.modules[base].PACKAGE_MARK == "init ran"
     for key in loaded.modules:
-        assert Path(sys.modules[key].__file__ or "").is_relative_to(analyzer_dir)
+        module = sys.modules[key]
+        assert Path(module.__file__ or "").is_relative_to(analyzer_dir)
+        assert module.__spec__ is not None and module.__spec__.origin == module.__file__
+        # Compiled from source on every import: there is no cached bytecode to name.
+        assert module.__spec__.cached is None and not hasattr(module, "__cached__")
     loader.unload("textanalyzer")
 
 
