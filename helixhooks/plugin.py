@@ -80,13 +80,15 @@ def _parse_dependency(text: str) -> Dependency:
     if not rest:
         return Dependency(name)
     try:
-        parse_constraint(rest)
+        constraint = parse_constraint(rest)
     except VersionError as exc:
         raise ManifestError(
             f"dependency {name!r} has an invalid constraint {rest!r}: {exc.message}",
             hint="use an npm range (^1.2, ~1.2.3, >=1 <2) or a PEP 440 specifier (>=1,<2)",
         ) from exc
-    return Dependency(name, rest)
+    # The parsed constraint's own text (equal to ``rest``): every dependency with the same
+    # constraint then shares one string, not a copy per manifest entry.
+    return Dependency(name, constraint.text)
 
 
 @functools.cache
