@@ -89,8 +89,9 @@ class Registry:
         for spec in specs:
             self.add_hookspecs(spec)
         self._records: dict[str, PluginRecord] = {}
-        # Tuples: most plugins have one version, and a tuple of one is half a list of one.
-        self._history: dict[str, tuple[str, ...]] = {}
+        # Most plugins only ever have one version: kept as itself, a tuple once there are more
+        # (a tuple of one is 48 bytes more than nothing, for every plugin).
+        self._history: dict[str, str | tuple[str, ...]] = {}
         # dependency name -> names of the recorded plugins that declare it
         self._dependents: dict[str, builtins.list[str]] = {}
 
@@ -184,7 +185,8 @@ class Registry:
         Only the last HISTORY_LIMIT are kept: a plugin reloaded all day must not grow this.
         """
         with self.lock:
-            return list(self._history.get(name, ()))
+            history = self._history.get(name, ())
+            return [history] if isinstance(history, str) else list(history)
 
     def direct_dependents(self, name: str) -> builtins.list[str]:
         """The recorded plugins that declare a dependency on ``name``, sorted by name."""
@@ -207,7 +209,12 @@ class Registry:
                     del self._dependents[dependency.name]
 
     def _remember(self, name: str, version: str) -> None:
-        self._history[name] = (*self._history.get(name, ()), version)[-HISTORY_LIMIT:]
+        history = self._history.get(name)
+        if history is None:
+            self._history[name] = version
+        else:
+            earlier = (history,) if isinstance(history, str) else history
+            self._history[name] = (*earlier, version)[-HISTORY_LIMIT:]
 
     def set_state(self, name: str, state: PluginState, error: BaseException | None = None) -> None:
         """Move ``name`` to ``state`` if plugin.TRANSITIONS allows; ``error`` replaces the last."""
