@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -29,3 +30,11 @@ def fast_switching() -> Iterator[None]:
         yield
     finally:
         sys.setswitchinterval(previous)
+
+
+@pytest.fixture
+def plugins(tmp_path: Path) -> Path:
+    """An empty plugin directory."""
+    directory = tmp_path / "plugins"
+    directory.mkdir()
+    return directory

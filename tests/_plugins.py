@@ -6,11 +6,13 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pluggy
 
+import helixhooks as hh
 from helixhooks._dispatch import Dispatch
 from helixhooks.loader import LoadedPlugin
 from helixhooks.markers import PROJECT_NAME
@@ -32,27 +34,50 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> N
         time.sleep(0.001)
 
 
+def pip_command(*args: str) -> list[str]:
+    """``pip install`` of ``args`` with no dependencies, no build isolation and no questions."""
+    return [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-input",
+        "--disable-pip-version-check",
+        *args,
+    ]
+
+
 def pip_install(project: Path, target: Path) -> None:
     """A real ``pip install`` of ``project`` into the directory ``target`` (no deps, no index)."""
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-input",
-            "--disable-pip-version-check",
-            "--target",
-            str(target),
-            str(project),
-        ],
+        pip_command("--target", str(target), str(project)),
         check=True,
         capture_output=True,
         timeout=300,
     )
+
+
+@contextmanager
+def systems(
+    plugins: Path, specs: Sequence[object], **defaults: object
+) -> Iterator[Callable[..., hh.PluginSystem]]:
+    """A factory of PluginSystems over ``plugins`` (entry points off), all closed at the end."""
+    made: list[hh.PluginSystem] = []
+
+    def make(**config: object) -> hh.PluginSystem:
+        settings = {"plugin_dirs": [plugins], "entry_point_group": None, **defaults, **config}
+        system = hh.PluginSystem(hh.Config(**settings), specs=specs)  # type: ignore[arg-type]
+        made.append(system)
+        return system
+
+    try:
+        yield make
+    finally:
+        for system in made:
+            system.close()
 
 
 def write_plugin(

@@ -3,6 +3,10 @@ reload rule, Sandbox.execute, and the guard's bookkeeping. The attacks are in te
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,7 +16,7 @@ import pytest
 import helixhooks as hh
 from helixhooks import _guard
 from helixhooks.plugin import PluginEvent
-from tests._plugins import write_plugin
+from tests._plugins import systems, write_plugin
 
 
 class Spec:
@@ -33,29 +37,9 @@ class Plugin:
 
 
 @pytest.fixture
-def plugins(tmp_path: Path) -> Path:
-    directory = tmp_path / "plugins"
-    directory.mkdir()
-    return directory
-
-
-@pytest.fixture
 def make_system(plugins: Path) -> Iterator[Callable[..., hh.PluginSystem]]:
-    made: list[hh.PluginSystem] = []
-
-    def make(**config: object) -> hh.PluginSystem:
-        settings: dict[str, object] = {
-            "plugin_dirs": [plugins],
-            "entry_point_group": None,
-            **config,
-        }
-        system = hh.PluginSystem(hh.Config(**settings), specs=[Spec])  # type: ignore[arg-type]
-        made.append(system)
-        return system
-
-    yield make
-    for system in made:
-        system.close()
+    with systems(plugins, [Spec]) as make:
+        yield make
 
 
 def _permissions(*texts: str) -> str:
@@ -289,11 +273,6 @@ with hh.PluginSystem(config) as system:
 def test_a_plugin_imports_modules_whose_bytecode_it_may_not_write(
     plugins: Path, tmp_path: Path
 ) -> None:
-    import json
-    import os
-    import subprocess
-    import sys
-
     write_plugin(plugins, "importer", IMPORTER)
     cache = tmp_path / "pycache"
     env = {**os.environ, "PYTHONPYCACHEPREFIX": str(cache)}

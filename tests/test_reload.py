@@ -19,7 +19,7 @@ import helixhooks as hh
 from helixhooks._source_import import FINDER
 from helixhooks.plugin import PluginEvent
 from helixhooks.registry import HISTORY_LIMIT
-from tests._plugins import write_plugin
+from tests._plugins import pip_command, systems, write_plugin
 
 
 class Spec:
@@ -31,30 +31,9 @@ class Spec:
 
 
 @pytest.fixture
-def plugins(tmp_path: Path) -> Path:
-    directory = tmp_path / "plugins"
-    directory.mkdir()
-    return directory
-
-
-@pytest.fixture
 def make_system(plugins: Path) -> Iterator[Callable[..., hh.PluginSystem]]:
-    made: list[hh.PluginSystem] = []
-
-    def make(**config: object) -> hh.PluginSystem:
-        settings: dict[str, object] = {
-            "plugin_dirs": [plugins],
-            "entry_point_group": None,
-            "load_timeout": 10.0,
-            **config,
-        }
-        system = hh.PluginSystem(hh.Config(**settings), specs=[Spec])  # type: ignore[arg-type]
-        made.append(system)
-        return system
-
-    yield make
-    for system in made:
-        system.close()
+    with systems(plugins, [Spec], load_timeout=10.0) as make:
+        yield make
 
 
 def _events(system: hh.PluginSystem) -> list[PluginEvent]:
@@ -616,21 +595,6 @@ def _entry_point_project(root: Path, version: str, tag: str) -> Path:
     return project
 
 
-def _pip(*args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--no-deps",
-        "--no-build-isolation",
-        "--no-input",
-        "--disable-pip-version-check",
-        *args,
-    ]
-
-
 def _host(target: Path, *then: str) -> list[object]:
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": str(root)}
@@ -650,7 +614,9 @@ def _host(target: Path, *then: str) -> list[object]:
 def test_an_editable_entry_point_plugin_reloads_from_its_changed_source(tmp_path: Path) -> None:
     project = _entry_point_project(tmp_path, "1.0.0", "v1")
     target = tmp_path / "site"
-    subprocess.run(_pip("--target", str(target), "-e", str(project)), check=True, timeout=300)
+    subprocess.run(
+        pip_command("--target", str(target), "-e", str(project)), check=True, timeout=300
+    )
     source = project / "src" / "eppkg" / "plugin.py"
     # The edit keeps the size and the mtime, as a quick save can: only the source tells.
     edit = (
@@ -665,8 +631,8 @@ def test_an_editable_entry_point_plugin_reloads_from_its_changed_source(tmp_path
 def test_an_upgraded_distribution_reloads_with_its_new_metadata(tmp_path: Path) -> None:
     target = tmp_path / "site"
     old = _entry_point_project(tmp_path / "old", "1.0.0", "v1")
-    subprocess.run(_pip("--target", str(target), str(old)), check=True, timeout=300)
+    subprocess.run(pip_command("--target", str(target), str(old)), check=True, timeout=300)
     new = _entry_point_project(tmp_path / "new", "2.0.0", "v2")
-    upgrade = _pip("--upgrade", "--target", str(target), str(new))
+    upgrade = pip_command("--upgrade", "--target", str(target), str(new))
     answers = _host(target, *upgrade)
     assert answers == [[["v1"], "1.0.0"], [["v2"], "2.0.0"], ["1.0.0", "2.0.0"]]
