@@ -53,20 +53,6 @@ from tests.security._attack import (
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX sockets, pty, signals")
 
 
-@pytest.fixture
-def host(tmp_path: Path) -> Iterator[Host]:
-    made = Host(tmp_path)
-    yield made
-    made.close()
-
-
-@pytest.fixture
-def listener() -> Iterator[Listener]:
-    made = Listener()
-    yield made
-    made.close()
-
-
 # -- net ------------------------------------------------------------------------------------------
 
 CONNECT = """

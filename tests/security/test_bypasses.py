@@ -26,7 +26,7 @@ import shlex
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,20 +47,6 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX attacks")
 
 def bypass(reason: str) -> pytest.MarkDecorator:
     return pytest.mark.xfail(strict=True, raises=GuardMissed, reason=reason)
-
-
-@pytest.fixture
-def host(tmp_path: Path) -> Iterator[Host]:
-    made = Host(tmp_path)
-    yield made
-    made.close()
-
-
-@pytest.fixture
-def listener() -> Iterator[Listener]:
-    made = Listener()
-    yield made
-    made.close()
 
 
 # -- code that raises no audit event --------------------------------------------------------------
