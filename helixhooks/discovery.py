@@ -129,16 +129,13 @@ class Discovery:
         a ManifestError.
         """
         path = Path(path)
-        name = path.name
-        if name.startswith(".") or name == "__pycache__":
+        if not may_be_plugin(path):
             return None
         if path.is_dir():
             info = _directory_info(str(path))
             return None if info is None else PluginCandidate(info, path, "directory")
-        if name.endswith(".py") and not name.startswith("_") and path.is_file():
-            info = _file_info(str(path))
-            return None if info is None else PluginCandidate(info, path, "file")
-        return None
+        info = _file_info(str(path))
+        return None if info is None else PluginCandidate(info, path, "file")
 
     def entry_points(self, group: str | None = None) -> list[PluginCandidate]:
         """The plugins installed under ``group`` (default: the config's entry_point_group)."""
@@ -148,6 +145,20 @@ class Discovery:
         if group is None:
             return []
         return _entry_point_candidates(group, {}, problems)
+
+
+def may_be_plugin(entry: Path) -> bool:
+    """Whether an entry of a plugin dir could be a plugin by ``scan``'s rules, unread.
+
+    A directory or a ``.py`` file; not a dot-entry (editors', version control's), a cache, or a
+    ``_`` helper module.
+    """
+    name = entry.name
+    if name.startswith(".") or name == "__pycache__":
+        return False
+    if name.endswith(".py"):
+        return not name.startswith("_") and entry.is_file()
+    return entry.is_dir()
 
 
 def _by_name(candidate: PluginCandidate) -> str:

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .discovery import may_be_plugin
 from .errors import HelixError
 from .plugin import PluginState
 from .watcher import Change, Watcher, is_debris
@@ -121,7 +122,9 @@ class HotReloader:
             dirs = list(self._dirs)
         for directory in dirs:
             if path != directory and path.is_relative_to(directory):
-                return _NEW + str(directory / path.relative_to(directory).parts[0])
+                entry = directory / path.relative_to(directory).parts[0]
+                # Only what could be a plugin is worth hashing (not .git, a README, a cache).
+                return _NEW + str(entry) if may_be_plugin(entry) else None
         return None
 
     def _rescan(self, directory: Path) -> None:
@@ -138,7 +141,7 @@ class HotReloader:
             return
         for entry in entries:
             path = Path(entry.path)
-            if path not in known and not is_debris(directory, path):
+            if path not in known and may_be_plugin(path) and not is_debris(directory, path):
                 key = _NEW + str(path)
                 if _stat(path) != self._stats.get(key):
                     self._pending.setdefault(key, (0.0, 0.0))

@@ -183,6 +183,9 @@ def test_git_checkout_of_an_older_revision_reloads_once(tmp_path: Path, plugins:
         assert host.answers()["a"] == "v1"
         host.settle()
         assert host.count("reloaded", "a") == 1
+        # git's own files are no plugin's: never hashed, never tried as a new plugin.
+        reloader = host.system._reloader
+        assert reloader is not None and not any(".git" in key for key in reloader._stats)
     finally:
         host.system.close()
 
