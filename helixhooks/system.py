@@ -191,8 +191,10 @@ class PluginSystem:
                     path=candidate.location,
                     hint="give the new plugin another name, or remove one of the two",
                 )
-            self.lifecycle.load_all([candidate])
             with self.lifecycle.lock:
+                # This one only: other plugins that failed to load are not retried behind the
+                # host's back.
+                drive(self.lifecycle.load_all_steps([candidate], names={name}))
                 drive(self.lifecycle.start_steps([name]))
             record = self._record(name)
             if record.state is PluginState.FAILED and isinstance(record.error, HelixError):

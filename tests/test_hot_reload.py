@@ -362,3 +362,16 @@ def test_editing_a_package_submodule_reloads_the_package(host: Host, plugins: Pa
     (directory / "words.py").write_text("def word():\n    return 'new'\n")
     host.wait("reloaded", "pkg")
     assert host.answers()["pkg"] == "new"
+
+
+def test_a_new_plugin_is_loaded_without_retrying_the_broken_ones(host: Host, plugins: Path) -> None:
+    (plugins / "broken.py").write_text(
+        'PLUGIN_INFO = {"name": "broken", "version": "1.0.0"}\nraise RuntimeError("no")\n'
+    )
+    host.wait("failed", "broken")
+    host.settle()
+    attempts = host.count("failed", "broken")
+    write_plugin(plugins, "late", _code("late", "1"))
+    host.wait("started", "late")
+    host.settle()
+    assert host.count("failed", "broken") == attempts
