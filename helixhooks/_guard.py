@@ -21,6 +21,7 @@ PluginSystem registers its plugins' modules with it and takes them out again.
 from __future__ import annotations
 
 import contextvars
+import functools
 import os
 import sys
 import threading
@@ -304,15 +305,14 @@ def _python_owns(target: object, owner: Owner) -> bool:
     return any(path == p or path.startswith(p + os.sep) for p in (*own, *_python_dirs()))
 
 
+@functools.cache
 def _python_dirs() -> tuple[str, ...]:
-    dirs = getattr(_state, "python_dirs", None)
-    if dirs is None:
-        import sysconfig
+    """Python's own trees (stdlib, site-packages): where imports read from."""
+    import sysconfig
 
-        found = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-        found.update(sysconfig.get_paths().values())
-        dirs = _state.python_dirs = tuple(os.path.realpath(d) for d in found if d)
-    return dirs
+    found = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    found.update(sysconfig.get_paths().values())
+    return tuple(os.path.realpath(d) for d in found if d)
 
 
 _RESOLVED: dict[str, frozenset[str]] = {}
