@@ -74,7 +74,7 @@ def _constant(text: str) -> float:
 
 def length(header: bytes, *, max_frame: int = MAX_FRAME) -> int:
     """The payload length a header announces, refused before anything is allocated for it."""
-    (size,) = _HEADER.unpack(header)
+    size: int = _HEADER.unpack(header)[0]
     if size == 0:
         raise ProtocolError("an empty frame")
     if size > max_frame:
