@@ -105,18 +105,32 @@ def _read_exactly(read: Callable[[int], bytes], size: int, *, between_frames: bo
 
 
 class Channel:
-    """Frames over a connected stream socket. Not thread-safe: callers hold their own locks."""
+    """Frames over a connected stream socket. Not thread-safe: callers hold their own locks.
+
+    Reads are buffered: one ``recv`` usually brings a whole answer, header and payload.
+    """
 
     def __init__(self, sock: socket.socket, *, max_frame: int = MAX_FRAME) -> None:
         self.sock = sock
         self.max_frame = max_frame
+        self._buffer = b""
 
     def send(self, message: object) -> None:
         self.sock.sendall(encode(message, max_frame=self.max_frame))
 
     def receive(self) -> Any:
-        """The next message; raises ChannelClosed at the end, socket.timeout past the socket's."""
-        return read_frame(self.sock.recv, max_frame=self.max_frame)
+        """The next message; raises ChannelClosed at the end, socket.timeout past the socket's.
+
+        A timeout between frames loses nothing; one in the middle of a frame leaves the channel
+        unusable (the host kills the worker then).
+        """
+        return read_frame(self._read, max_frame=self.max_frame)
+
+    def _read(self, size: int) -> bytes:
+        if not self._buffer:
+            self._buffer = self.sock.recv(max(size, 1 << 16))
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
 
     def close(self) -> None:
         self.sock.close()
