@@ -462,6 +462,14 @@ class Sandbox:
         # One assignment or pop per change: readers on other threads need no lock.
         self._granted: dict[str, tuple[PluginInfo, PermissionSet]] = {}
 
+    @staticmethod
+    def capabilities() -> dict[str, str]:
+        """Which confinement layers of the process tier work on this machine, really tried:
+        each "available" or "unavailable: why" (see isolation.confine)."""
+        from .isolation import confine
+
+        return confine.capabilities()
+
     def register(self, info: PluginInfo, base: str | os.PathLike[str] | None) -> PermissionSet:
         """Work out what ``info`` runs with (see ``granted``) and keep it, replacing any earlier."""
         permissions = granted(info, self.config, base)

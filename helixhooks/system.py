@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -389,6 +390,16 @@ class PluginHandle:
     @property
     def plugin(self) -> object | None:
         return self._record.plugin
+
+    @property
+    def layers(self) -> dict[str, str] | None:
+        """A process plugin's confinement layers, as its worker reported them (each "active",
+        "not needed" or "unavailable: why"); None for a plugin running in the host's process."""
+        plugin = self._record.plugin
+        proxy = sys.modules.get("helixhooks.isolation.proxy")
+        if proxy is None or not isinstance(plugin, proxy.ProcessPlugin):
+            return None
+        return dict(plugin.layers)
 
     def health(self) -> HealthStatus:
         return self._system.health_checker.check(self.name)

@@ -35,7 +35,7 @@ def test_examples_start_in_dependency_order_and_serve() -> None:
     system.subscribe(events.append)
     with system:
         started = [e.name for e in events if e.kind == "started"]
-        assert set(started) == {"tokenizer", "analyzer", "reporter", "webhook", "hello"}
+        assert set(started) == {"tokenizer", "analyzer", "reporter", "webhook", "hello", "archive"}
         assert started.index("tokenizer") < started.index("analyzer") < started.index("reporter")
         assert system.problems == []
 
