@@ -68,7 +68,7 @@ Layers, in the order apply() takes them, and why that order:
    needed when ``run`` is false and seccomp is active, since fork is then refused outright.
 6. ``seccomp``: last, so that none of our own setup has to get past it. Always: ptrace,
    process_vm_readv/writev and io_uring (whose operations seccomp never sees) fail with EPERM.
-   ``net`` false: socket and socketpair for any family but AF_UNIX fail with EACCES (the
+   ``net`` false: socket fails with EACCES, and socketpair for any family but AF_UNIX (the
    worker's channel is an inherited descriptor). ``run`` false: execve, execveat, fork, vfork and
    clone without CLONE_THREAD fail with EPERM, clone3 with ENOSYS (glibc then creates threads
    with clone), and signals may go to the worker itself only (a fallback for kernels without
@@ -796,8 +796,10 @@ def _seccomp_program(machine: str, *, net: bool, run: bool, pid: int) -> list[In
     for name in ("io_uring_setup", "io_uring_enter", "io_uring_register"):
         program += _deny(numbers[name], errno.EPERM)
     if not net:
-        for name in ("socket", "socketpair"):
-            program += _allow_only(numbers[name], _BPF_JEQ, 1, errno.EACCES)  # AF_UNIX
+        # No new socket at all: a unix socket could reach the host's services by path (Landlock
+        # does not govern connect). A connected pair reaches nothing outside the worker.
+        program += _deny(numbers["socket"], errno.EACCES)
+        program += _allow_only(numbers["socketpair"], _BPF_JEQ, 1, errno.EACCES)  # AF_UNIX
     if not run:
         for name in ("execve", "execveat", "fork", "vfork", "tkill", "pidfd_send_signal"):
             if name in numbers:
