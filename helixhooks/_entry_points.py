@@ -120,15 +120,23 @@ def read_toml(path: str) -> dict[str, Any] | None:
         raise ManifestError(
             f"cannot read file: {exc.strerror}", path=path, hint="check the file's permissions"
         ) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ManifestError(
-            f"not valid TOML: {exc}", path=path, hint="fix the TOML syntax"
-        ) from exc
     except UnicodeDecodeError as exc:
         raise ManifestError(
             f"not UTF-8 text: {exc.reason} at byte {exc.start}",
             path=path,
             hint="save the file as UTF-8",
+        ) from exc
+    except ValueError as exc:
+        # tomllib.TOMLDecodeError, or int() refusing an integer of thousands of digits (which
+        # TOML's 64-bit integers do not allow anyway).
+        raise ManifestError(
+            f"not valid TOML: {exc}", path=path, hint="fix the TOML syntax"
+        ) from exc
+    except RecursionError as exc:
+        raise ManifestError(
+            "not valid TOML: arrays or inline tables are nested too deeply to read",
+            path=path,
+            hint="nest them less deeply",
         ) from exc
     return document
 

@@ -261,15 +261,23 @@ def _read_toml(path: Path) -> dict[str, Any]:
             path=str(path),
             hint="check the path passed as the config file",
         ) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ManifestError(
-            f"config file is not valid TOML: {exc}", path=str(path), hint="fix the TOML syntax"
-        ) from exc
     except UnicodeDecodeError as exc:
         raise ManifestError(
             f"config file is not UTF-8 text: {exc.reason} at byte {exc.start}",
             path=str(path),
             hint="save the file as UTF-8 (TOML files must be UTF-8)",
+        ) from exc
+    except ValueError as exc:
+        # tomllib.TOMLDecodeError, or int() refusing an integer of thousands of digits (which
+        # TOML's 64-bit integers do not allow anyway).
+        raise ManifestError(
+            f"config file is not valid TOML: {exc}", path=str(path), hint="fix the TOML syntax"
+        ) from exc
+    except RecursionError as exc:
+        raise ManifestError(
+            "config file is not valid TOML: arrays or inline tables are nested too deeply to read",
+            path=str(path),
+            hint="nest them less deeply",
         ) from exc
     return document
 

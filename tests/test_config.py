@@ -77,6 +77,25 @@ def test_invalid_toml_is_a_manifest_error(tmp_path: Path) -> None:
         Config.from_file(path)
 
 
+# What tests/fuzz found a config file could do that was not a ManifestError: nesting past
+# tomllib's recursion, and an integer with more digits than int() reads (4,300).
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ("plugin_dirs = " + "[" * 500 + "]" * 500, "nested too deeply"),
+        ("load_timeout = " + "9" * 5000, "not valid TOML: Exceeds the limit"),
+    ],
+)
+def test_files_beyond_what_python_reads_are_manifest_errors(
+    tmp_path: Path, body: str, fragment: str
+) -> None:
+    path = tmp_path / "helixhooks.toml"
+    path.write_text(body + "\n")
+    with pytest.raises(ManifestError, match=fragment) as caught:
+        Config.from_file(path)
+    assert caught.value.path == str(path)
+
+
 def test_load_walks_upwards_and_prefers_helixhooks_toml(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text("[tool.helixhooks]\nhealth_timeout = 9\n")
     deep = tmp_path / "a" / "b"
