@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ManifestError, VersionError
+from .errors import ManifestError, VersionError, safe_repr
 from .plugin import PluginCandidate, PluginInfo, Problem, _did_you_mean
 from .versioning import parse_version
 
@@ -290,7 +290,8 @@ def _shipped_table(document: dict[str, Any], metadata: dict[str, Any], path: str
         if key in table and not _agree(key, table[key], metadata[key]):
             origin = "entry point" if key == "name" else "distribution"
             raise ManifestError(
-                f"{MANIFEST} says {key} = {table[key]!r} but the {origin} says {metadata[key]!r}",
+                f"{MANIFEST} says {key} = {safe_repr(table[key])} but the {origin} says "
+                f"{metadata[key]!r}",
                 plugin=metadata["name"],
                 path=path,
                 hint=f"make the two agree, or drop {key} from {MANIFEST}",

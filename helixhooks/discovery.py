@@ -48,7 +48,7 @@ from typing import Any
 
 from ._entry_points import MANIFEST, manifest_table, read_entry_points, read_toml
 from .config import Config
-from .errors import ManifestError
+from .errors import ManifestError, safe_repr
 from .plugin import PluginCandidate, PluginInfo, Problem
 
 __all__ = ["INFO_VARIABLE", "MANIFEST", "Discovery"]
@@ -401,7 +401,7 @@ def _file_info(path: str) -> PluginInfo | None:
     data = _info_literal(node, path)
     if not all(isinstance(key, str) for key in data):
         raise ManifestError(
-            f"{INFO_VARIABLE} must be a dict with string keys, not {data!r:.60} "
+            f"{INFO_VARIABLE} must be a dict with string keys, not {safe_repr(data):.60} "
             f"(line {node.lineno})",
             path=path,
             hint=f'write {INFO_VARIABLE} = {{"name": "...", "version": "..."}}',
@@ -576,9 +576,10 @@ def _describe(node: ast.expr) -> str:
         if isinstance(node, ast.Call):
             return f"a call to {ast.unparse(node.func)}()"
         return f"the expression `{ast.unparse(node):.60}`"
-    except RecursionError:
-        # unparse recurses once per level, and the parser allows deeper than that.
-        return "an expression nested too deeply to show"
+    except (RecursionError, ValueError):
+        # unparse recurses once per level, and the parser allows deeper than that; and it
+        # writes ints in decimal, which it refuses past sys.get_int_max_str_digits() digits.
+        return "an expression too large to show"
 
 
 def _file_entry(data: dict[str, Any], path: str) -> Any:

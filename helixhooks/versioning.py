@@ -49,7 +49,7 @@ from ._npm_range import (
     npm_key,
     quote,
 )
-from .errors import VersionError
+from .errors import VersionError, safe_repr
 
 # packaging is imported where a PEP 440 version or specifier is first met: SemVer versions and npm
 # ranges never need it, and importing it is a fifth of what versioning costs to import.
@@ -153,7 +153,7 @@ def parse_version(text: str) -> Version:
     if not isinstance(text, str):
         raise VersionError(
             f"a version must be a string, not {type(text).__name__}",
-            text=repr(text),
+            text=safe_repr(text),
             hint=_VERSION_HINT,
         )
     return _parse_version_cached(text)
@@ -382,7 +382,7 @@ def parse_constraint(text: str) -> Constraint:
     if not isinstance(text, str):
         raise VersionError(
             f"a constraint must be a string, not {type(text).__name__}",
-            text=repr(text),
+            text=safe_repr(text),
             hint=RANGE_HINT,
         )
     return _parse_constraint_cached(text)

@@ -234,6 +234,10 @@ BROKEN_MANIFESTS: dict[str, tuple[str | bytes, str]] = {
         '[plugin]\nname = "x"\nversion = "1.0"\n[config]\na = ' + "9" * 5000,
         "not valid TOML: Exceeds the limit",
     ),
+    "huge_hex_dependency": (
+        '[plugin]\nname = "x"\nversion = "1.0"\ndependencies = [0x' + "f" * 4000 + "]\n",
+        "<int holding an integer too large to show> is not a string",
+    ),
 }
 
 
@@ -310,8 +314,14 @@ BROKEN_FILES = {
     ),
     "deep_non_literal": (
         'PLUGIN_INFO = {"name": "x", "version": "1.0", "config": {"a": ' + "a + " * 900 + "1}}\n",
-        "PLUGIN_INFO['config']['a'] is an expression nested too deeply to show",
+        "PLUGIN_INFO['config']['a'] is an expression too large to show",
     ),
+    "huge_hex_literal": ("PLUGIN_INFO = 0x" + "f" * 4000 + "\n", "an expression too large to show"),
+    "huge_hex_dependency": (
+        'PLUGIN_INFO = {"name": "x", "version": "1.0", "dependencies": [0x' + "f" * 4000 + "]}\n",
+        "<int holding an integer too large to show> is not a string",
+    ),
+    "huge_hex_key": ("PLUGIN_INFO = {0x" + "f" * 4000 + ": 1}\n", "string keys, not <dict holding"),
 }
 
 

@@ -314,6 +314,13 @@ def test_constraint_numbers_are_limited_in_both_dialects(text: str) -> None:
         parse_constraint(text)
 
 
+def test_a_non_string_too_large_to_show_is_a_version_error() -> None:
+    # Found by tests/fuzz: the error's text was repr() of the value, which refuses this int.
+    for parse in (parse_version, parse_constraint):
+        with pytest.raises(VersionError, match="must be a string, not int"):
+            parse(2**20000)  # type: ignore[arg-type]
+
+
 def test_constraint_numbers_up_to_the_limit_are_fine() -> None:
     assert parse_constraint(f">={2**53 - 1}").matches(f"{2**53 - 1}.0.0")
     assert parse_constraint(f"==000{2**53 - 1}.*,>=1").matches(f"{2**53 - 1}.1")
