@@ -298,6 +298,10 @@ def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
     ]
     _table(("NAME", "VERSION", "STATE", "HEALTH", "MESSAGE"), rows, out)
     for plugin in plugins:
+        if plugin.get("layers"):
+            print(f"\n{plugin['name']} runs in a worker process, confined by:", file=out)
+            _print_mapping(plugin["layers"], out, indent="  ")
+    for plugin in plugins:
         if plugin.get("info"):
             print(f"\n{plugin['name']} says (helix_info):", file=out)
             _print_mapping(plugin["info"], out, indent="  ")
@@ -329,6 +333,9 @@ def _checked(system: PluginSystem, name: str, status: Any) -> dict[str, Any]:
         "healthy": healthy,
         "message": message,
     }
+    layers = handle.layers
+    if layers is not None:
+        row["layers"] = layers
     info, warnings = _helix_info(system, name)
     if info is not None:
         row["info"] = info

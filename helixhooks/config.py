@@ -81,6 +81,8 @@ class Limits:
     cpu_seconds: float | None = attrs.field(default=None, validator=_positive)
     open_files: int | None = attrs.field(default=256, validator=_positive)
     file_size_mb: int | None = attrs.field(default=64, validator=_positive)
+    #: Processes the worker may have at once, itself and its threads' tasks included.
+    processes: int | None = attrs.field(default=64, validator=_positive)
 
 
 def _limits(value: Limits | Mapping[str, Any]) -> Limits:
@@ -108,6 +110,10 @@ class Config:
     unhealthy (see health.HealthMonitor); None checks only when asked.
     ``hookspecs`` names the host's hookspec classes or modules as ``"module:Attr"`` or
     ``"file.py:Attr"`` (relative to the config file), for hosts that configure, not code.
+    Process plugins: ``limits`` bound each worker; ``strict`` refuses to start one whose needed
+    confinement layer this machine lacks (see Sandbox.capabilities) rather than run it less
+    confined; ``data_dir`` holds each plugin's own directory (its worker's working directory),
+    by default ``helixhooks-<uid>`` in the temporary directory.
     """
 
     plugin_dirs: tuple[Path, ...] = attrs.field(default=(Path("./plugins"),), converter=_paths)
@@ -129,6 +135,8 @@ class Config:
     )
     limits: Limits = attrs.field(factory=Limits, converter=_limits)
     hookspecs: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    strict: bool = False
+    data_dir: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
 
     def config_for(self, name: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
         """A plugin's config: its manifest defaults with the host's table for it merged over.
@@ -212,6 +220,8 @@ class Config:
             values["entry_point_group"] = None
         if source is not None and "plugin_dirs" in values:
             values["plugin_dirs"] = [source.parent / p for p in _paths(values["plugin_dirs"])]
+        if source is not None and "data_dir" in values:
+            values["data_dir"] = source.parent / values["data_dir"]
         if source is not None and "hookspecs" in values:
             values["hookspecs"] = [
                 _relative_spec(spec, source.parent) for spec in values["hookspecs"]
@@ -330,6 +340,7 @@ _LIMIT_TYPES: dict[str, tuple[type, ...]] = {
     "cpu_seconds": (int, float),
     "open_files": (int,),
     "file_size_mb": (int,),
+    "processes": (int,),
 }
 
 
@@ -406,6 +417,8 @@ _KEY_TYPES: dict[str, tuple[type, ...] | str] = {
     "plugin_config": "tables",
     "limits": "table",
     "hookspecs": "strings",
+    "strict": (bool,),
+    "data_dir": (str,),
 }
 
 

@@ -219,3 +219,20 @@ class WorkerCrashed(SandboxError):
 
 class ResourceExceeded(SandboxError):
     """A plugin's worker process went over a resource limit."""
+
+
+class UnsendableValue(SandboxError, TypeError):
+    """A value for a process plugin's hook is not JSON data, so it cannot cross to its worker."""
+
+
+class RemoteError(HelixError):
+    """A process plugin's hook raised in its worker.
+
+    ``error_type`` names the exception's class there, ``remote_traceback`` is its traceback as
+    text. When that class is a built-in exception, this error is an instance of it too (a
+    worker's KeyError is caught by ``except KeyError`` in the host); nothing else is rebuilt
+    from what a worker sends, as nothing from it is ever unpickled.
+    """
+
+    error_type: str = "Exception"
+    remote_traceback: str = ""

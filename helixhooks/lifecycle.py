@@ -17,13 +17,19 @@ from typing import TYPE_CHECKING
 from ._operation import Outcome, Step, Steps, drive, post
 from .config import Config
 from .dependencies import DependencyResolver
-from .errors import DependencyError, HelixError, LifecycleError, LoadError, PluginTimeout
-from .loader import LoadedPlugin, Loader
+from .errors import (
+    DependencyError,
+    HelixError,
+    LifecycleError,
+    LoadError,
+    PluginTimeout,
+    SandboxError,
+)
+from .loader import LoadedPlugin, Loader, phase_timeout
 from .plugin import (
     PluginCandidate,
     PluginContext,
     PluginEvent,
-    PluginInfo,
     PluginState,
     deliver,
 )
@@ -169,7 +175,6 @@ class LifecycleManager:
         """Import the plugin's code; a failure leaves it FAILED with the reason."""
         name = record.name
         try:
-            self.refuse_unsupported(record.info, _location(record))
             loaded = yield from self.loader.load_steps(record.candidate or record.info.name)
         except HelixError as exc:
             self.mark_failed(record, exc, None)
@@ -179,18 +184,6 @@ class LifecycleManager:
             record.held_by = None
         self.emit(PluginEvent("loaded", name, record.info.version))
         return True
-
-    def refuse_unsupported(self, info: PluginInfo, location: str | None) -> None:
-        """A LoadError for a plugin this host cannot run as its manifest asks."""
-        if (self.config.isolation or info.isolation) == "process":
-            # Running it in-process instead would silently drop the isolation it asked for.
-            raise LoadError(
-                "asks for process isolation, which this version of helixhooks cannot provide yet",
-                plugin=info.name,
-                path=location,
-                hint="set isolation = 'inprocess' in its manifest (or Config.isolation) "
-                "to run it in the host process",
-            )
 
     def init(self, name: str) -> None:
         """LOADED, STOPPED or FAILED -> INITIALIZED: ``helix_init(config, ctx)``."""
@@ -484,7 +477,7 @@ class LifecycleManager:
         if not loaded.gen.implements(hook):
             return None, 0.0
         dispatch = self.registry.dispatch
-        timeout = self.config.load_timeout
+        timeout = phase_timeout(self.config, loaded.info)
         caller = getattr(self.registry.pm.hook, hook)
         firstresult = bool(caller.spec is not None and caller.spec.opts.get("firstresult"))
         outcome: Outcome = yield Step(
@@ -502,6 +495,10 @@ class LifecycleManager:
                 f"it); make it return within load_timeout, moving slow work to a thread of its "
                 f"own, or raise load_timeout",
             )
+        if isinstance(outcome.error, (PluginTimeout, SandboxError)) and (
+            outcome.error.plugin == loaded.name
+        ):
+            raise outcome.error  # its worker's fate, said by its proxy: a timeout, a crash
         if outcome.error is not None:
             error = LifecycleError(
                 f"{hook} raised {type(outcome.error).__name__}: {outcome.error}",

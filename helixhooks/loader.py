@@ -56,6 +56,7 @@ from .versioning import parse_constraint
 
 if TYPE_CHECKING:
     from ._guard import PluginGuard
+    from .isolation.proxy import CrashHandler
     from .metrics import Metrics
 
 HookspecNamespace = type | types.ModuleType
@@ -124,6 +125,8 @@ class Loader:
         self.metrics = metrics
         #: Told of each generation before its code runs, and after it is unloaded.
         self.guard = guard
+        #: Told when a process plugin's worker dies while it serves (see isolation.supervisor).
+        self.on_worker_crash: CrashHandler | None = None
         self._specs: list[HookspecNamespace] = [LifecycleSpec]
         self._generations: dict[str, int] = {}
         self._spec_opts: dict[tuple[HookspecNamespace, str], HookspecOpts | None] = {}
@@ -176,7 +179,11 @@ class Loader:
             root = private_name if candidate.entry_point is None else _package(candidate)
             self.guard.admit(candidate, generation, root)
         evicted: dict[str, types.ModuleType] = {}
-        if candidate.entry_point is not None and self.loaded(name) is not None:
+        if (
+            candidate.entry_point is not None
+            and self.loaded(name) is not None
+            and not isolated(self.config, candidate.info)
+        ):
             # A new generation of installed code: its package imports afresh, from source,
             # while the old generation keeps its module objects (and is put back on failure).
             evicted = fresh_package(_package(candidate))
@@ -187,7 +194,7 @@ class Loader:
             lambda: self._import(candidate, private_name),
             plugin=name,
             phase="import",
-            timeout=self.config.load_timeout,
+            timeout=phase_timeout(self.config, candidate.info),
         )
         if outcome.timed_out:
             sys.modules.update(evicted)
@@ -224,6 +231,8 @@ class Loader:
                 self._owners[id(plugin)] = name
                 self._generations[name] = max(generation, self._generations.get(name, 0))
         except BaseException:
+            if outcome.error is None:
+                _end_worker(outcome.value[1])  # type: ignore[index]  # (module, plugin)
             for key in _created_modules(candidate, private_name, known_modules):
                 sys.modules.pop(key, None)
             sys.modules.update(evicted)
@@ -278,6 +287,8 @@ class Loader:
                 _drop_modules(loaded, keep=())
                 if self.guard is not None:
                     self.guard.release(name, loaded.generation)
+        for loaded in generations:
+            _end_worker(loaded.plugin)
         if generations:
             self.logger.debug("unloaded %s", name)
 
@@ -297,6 +308,7 @@ class Loader:
             _drop_modules(loaded, keep=rest)
             if self.guard is not None:
                 self.guard.release(loaded.name, loaded.generation)
+        _end_worker(loaded.plugin)
         self.logger.debug("discarded %s generation %d", loaded.name, loaded.generation)
 
     def _as_candidate(
@@ -315,6 +327,11 @@ class Loader:
     ) -> tuple[types.ModuleType, object]:
         """The entry module and the object to register with pluggy."""
         info = candidate.info
+        if isolated(self.config, info):
+            # A stand-in, never in sys.modules: the plugin's modules are in its worker.
+            module = types.ModuleType(private_name)
+            module.__file__ = candidate.location
+            return module, self._start_worker(candidate)
         # Read without making a Path: making one parses and interns the path's parts.
         entry_point, path = candidate.entry_point, candidate.fspath
         if entry_point is not None:
@@ -337,6 +354,19 @@ class Loader:
             else:
                 module = self._run_import(candidate, lambda: import_file(private_name, root))
         return module, self._entry_object(candidate, module, module_name, attribute)
+
+    def _start_worker(self, candidate: PluginCandidate) -> object:
+        """A process plugin: its code runs in a confined worker; the host holds a proxy."""
+        # Only hosts with process plugins pay for importing these.
+        from ._guard import base_directory
+        from .isolation import proxy
+        from .security import granted
+
+        if self.guard is not None:
+            permissions = self.guard.sandbox.permissions(candidate.info.name)
+        else:
+            permissions = granted(candidate.info, self.config, base_directory(candidate))
+        return proxy.start(candidate, permissions, self.config, on_crash=self.on_worker_crash)
 
     def _run_import(
         self, candidate: PluginCandidate, do_import: Callable[[], types.ModuleType]
@@ -489,6 +519,28 @@ def _created_modules(
     # The set difference runs in C; only entry-point loads pay it.
     added = sys.modules.keys() - known
     return tuple(sorted(key for key in added if key == package or key.startswith(prefix)))
+
+
+def isolated(config: Config, info: PluginInfo) -> bool:
+    """Whether the plugin runs in a worker process: the host's Config.isolation decides first."""
+    return (config.isolation or info.isolation) == "process"
+
+
+#: A process plugin's phases are bounded by its proxy, which kills the worker at load_timeout;
+#: the thread running the phase waits this much longer, so that the kill is what ends it.
+WORKER_GRACE = 5.0
+
+
+def phase_timeout(config: Config, info: PluginInfo) -> float:
+    """How long an import or lifecycle phase of the plugin may take before it is abandoned."""
+    return config.load_timeout + (WORKER_GRACE if isolated(config, info) else 0.0)
+
+
+def _end_worker(plugin: object) -> None:
+    """A process plugin's worker ends with its generation (never under _LOAD_LOCK: it waits)."""
+    proxy = sys.modules.get("helixhooks.isolation.proxy")
+    if proxy is not None and isinstance(plugin, proxy.ProcessPlugin):
+        plugin.close()
 
 
 def _package(candidate: PluginCandidate) -> str:

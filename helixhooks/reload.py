@@ -190,7 +190,6 @@ def _replace_idle(
     name = record.name
     stays_stopped = record.state is PluginState.STOPPED
     try:
-        life.refuse_unsupported(candidate.info, candidate.location)
         check_fit(life, candidate)
         new = yield from loader.load_steps(candidate)
         registry.verify(new)

@@ -83,8 +83,8 @@ class Permission:
         if other.scope is None:
             return False
         if self.name == "net":
-            host, port = _net_scope(self.scope)
-            other_host, other_port = _net_scope(other.scope)
+            host, port = net_scope(self.scope)
+            other_host, other_port = net_scope(other.scope)
             return host == other_host and port in (None, other_port)
         if self.name in _PATHS:
             return _within(other.scope, self.scope)
@@ -142,7 +142,7 @@ def _parse(text: str) -> tuple[str, str | None]:
         )
     if name == "net":
         try:
-            host, port = _net_scope(scope)
+            host, port = net_scope(scope)
         except ValueError as exc:
             raise ManifestError(f"permission {text!r}: {exc}", hint=_NET_HINT) from None
         return name, _render_net(host, port)
@@ -155,7 +155,7 @@ def _parse(text: str) -> tuple[str, str | None]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _net_scope(scope: str) -> tuple[str, int | None]:
+def net_scope(scope: str) -> tuple[str, int | None]:
     """``(host, port)`` of a net scope: a canonical host, or a unix socket path with no port."""
     if scope.startswith(("/", "\0")):
         return scope, None
@@ -258,7 +258,7 @@ def _net_target(target: object) -> tuple[str, int | None] | None:
             host, port = target, None  # a bare IPv6 address
         else:
             try:
-                return _net_scope(target)
+                return net_scope(target)
             except ValueError:
                 return None
     else:
@@ -338,6 +338,10 @@ class PermissionSet:
         except ValueError:  # a NUL in the path: no file has that name
             return False
 
+    def scopes(self, name: str) -> tuple[str, ...] | None:
+        """The scopes ``name`` is granted in (None: any); KeyError if it is not granted at all."""
+        return self._scopes[_canonical(name)]
+
     @property
     def names(self) -> Collection[str]:
         """The permission names this set has, in any scope."""
@@ -387,7 +391,7 @@ def _allows_net(scopes: tuple[str, ...], target: object, resolve: Resolver | Non
     host, port = wanted
     address = _ip(host)
     for scope in scopes:
-        scope_host, scope_port = _net_scope(scope)
+        scope_host, scope_port = net_scope(scope)
         if port is not None and scope_port not in (None, port):
             continue
         if scope_host == host:
@@ -457,6 +461,14 @@ class Sandbox:
         self.on_denied = on_denied or _log_denial
         # One assignment or pop per change: readers on other threads need no lock.
         self._granted: dict[str, tuple[PluginInfo, PermissionSet]] = {}
+
+    @staticmethod
+    def capabilities() -> dict[str, str]:
+        """Which confinement layers of the process tier work on this machine, really tried:
+        each "available" or "unavailable: why" (see isolation.confine)."""
+        from .isolation import confine
+
+        return confine.capabilities()
 
     def register(self, info: PluginInfo, base: str | os.PathLike[str] | None) -> PermissionSet:
         """Work out what ``info`` runs with (see ``granted``) and keep it, replacing any earlier."""

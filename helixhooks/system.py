@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,6 +33,8 @@ from .security import Sandbox
 
 if TYPE_CHECKING:
     from .hot_reload import HotReloader
+    from .isolation.proxy import ProcessPlugin
+    from .isolation.supervisor import Supervisor
 
 Subscriber = Callable[[PluginEvent], None]
 
@@ -80,6 +83,8 @@ class PluginSystem:
         self._scan_problems: list[Problem] = []
         self._lock = threading.RLock()
         self._reloader: HotReloader | None = None
+        self._supervisor: Supervisor | None = None
+        self.loader.on_worker_crash = self._worker_crashed
 
     @property
     def hook(self) -> pluggy.HookRelay:
@@ -150,6 +155,8 @@ class PluginSystem:
             monitor, self.health_monitor = self.health_monitor, None
             if monitor is not None:
                 monitor.stop()
+            if self._supervisor is not None:
+                self._supervisor.close()  # a restart still waiting must not undo this stop
             self.lifecycle.stop_all()
 
     def close(self) -> None:
@@ -322,6 +329,27 @@ class PluginSystem:
         for callback in list(self._subscribers):
             deliver(callback, event, self.logger)
 
+    def _worker_crashed(self, name: str, proxy: ProcessPlugin, error: HelixError) -> None:
+        if self._supervisor is None:
+            from .isolation.supervisor import Supervisor
+
+            self._supervisor = Supervisor(
+                serving=self._worker_serving,
+                fail=self.lifecycle.fail,
+                restart=self.lifecycle.restart,
+                emit=self._emit,
+            )
+        self._supervisor.crashed(name, proxy, error)
+
+    def _worker_serving(self, name: str, proxy: ProcessPlugin, failed: bool) -> str | None:
+        """The version of ``name`` if ``proxy`` is its current code (and FAILED, if asked)."""
+        record = self.registry.get(name)
+        if record is None or record.loaded is None or record.loaded.plugin is not proxy:
+            return None
+        if failed and record.state is not PluginState.FAILED:
+            return None
+        return record.info.version
+
     def _denied(self, error: PermissionDenied) -> None:
         """The guard refused a plugin something: counted, logged and published."""
         name = error.plugin or "?"
@@ -362,6 +390,16 @@ class PluginHandle:
     @property
     def plugin(self) -> object | None:
         return self._record.plugin
+
+    @property
+    def layers(self) -> dict[str, str] | None:
+        """A process plugin's confinement layers, as its worker reported them (each "active",
+        "not needed" or "unavailable: why"); None for a plugin running in the host's process."""
+        plugin = self._record.plugin
+        proxy = sys.modules.get("helixhooks.isolation.proxy")
+        if proxy is None or not isinstance(plugin, proxy.ProcessPlugin):
+            return None
+        return dict(plugin.layers)
 
     def health(self) -> HealthStatus:
         return self._system.health_checker.check(self.name)

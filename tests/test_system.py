@@ -35,7 +35,7 @@ def test_examples_start_in_dependency_order_and_serve() -> None:
     system.subscribe(events.append)
     with system:
         started = [e.name for e in events if e.kind == "started"]
-        assert set(started) == {"tokenizer", "analyzer", "reporter", "webhook", "hello"}
+        assert set(started) == {"tokenizer", "analyzer", "reporter", "webhook", "hello", "archive"}
         assert started.index("tokenizer") < started.index("analyzer") < started.index("reporter")
         assert system.problems == []
 
@@ -326,19 +326,22 @@ def test_health_interval_restarts_a_plugin_that_stays_unhealthy(tmp_path: Path) 
     assert system.health_monitor is None
 
 
-def test_process_isolation_is_refused_not_silently_dropped(tmp_path: Path) -> None:
+def test_the_host_s_isolation_setting_overrides_the_manifest(tmp_path: Path) -> None:
+    from helixhooks.isolation.proxy import ProcessPlugin
+
     write_plugin(tmp_path, "boxed", "class Plugin:\n    pass\n", extra='isolation = "process"\n')
     write_plugin(tmp_path, "plain", "class Plugin:\n    pass\n")
     with _system(tmp_path) as system:
-        assert system.get("plain").state is hh.PluginState.STARTED
-        assert system.get("boxed").state is hh.PluginState.FAILED
-        (problem,) = system.problems
-        assert problem.name == "boxed" and "process isolation" in problem.reason
+        assert system.get("boxed").state is hh.PluginState.STARTED
+        assert isinstance(system.registry.get("boxed").loaded.plugin, ProcessPlugin)  # type: ignore[union-attr]
+        system.close()
     overridden = hh.PluginSystem(
         hh.Config(plugin_dirs=[tmp_path], entry_point_group=None, isolation="inprocess")
     )
     with overridden:
         assert overridden.get("boxed").state is hh.PluginState.STARTED
+        assert not isinstance(overridden.registry.get("boxed").loaded.plugin, ProcessPlugin)  # type: ignore[union-attr]
+    overridden.close()
 
 
 def test_close_unloads_everything_and_leaves_no_modules() -> None:

@@ -1,0 +1,1 @@
+"""The process tier: plugins in a confined child process (see DESIGN.md, decision 9)."""
