@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ManifestError, VersionError
+from .errors import ManifestError, VersionError, safe_repr
 from .plugin import PluginCandidate, PluginInfo, Problem, _did_you_mean
 from .versioning import parse_version
 
@@ -120,15 +120,23 @@ def read_toml(path: str) -> dict[str, Any] | None:
         raise ManifestError(
             f"cannot read file: {exc.strerror}", path=path, hint="check the file's permissions"
         ) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ManifestError(
-            f"not valid TOML: {exc}", path=path, hint="fix the TOML syntax"
-        ) from exc
     except UnicodeDecodeError as exc:
         raise ManifestError(
             f"not UTF-8 text: {exc.reason} at byte {exc.start}",
             path=path,
             hint="save the file as UTF-8",
+        ) from exc
+    except ValueError as exc:
+        # tomllib.TOMLDecodeError, or int() refusing an integer of thousands of digits (which
+        # TOML's 64-bit integers do not allow anyway).
+        raise ManifestError(
+            f"not valid TOML: {exc}", path=path, hint="fix the TOML syntax"
+        ) from exc
+    except RecursionError as exc:
+        raise ManifestError(
+            "not valid TOML: arrays or inline tables are nested too deeply to read",
+            path=path,
+            hint="nest them less deeply",
         ) from exc
     return document
 
@@ -282,7 +290,8 @@ def _shipped_table(document: dict[str, Any], metadata: dict[str, Any], path: str
         if key in table and not _agree(key, table[key], metadata[key]):
             origin = "entry point" if key == "name" else "distribution"
             raise ManifestError(
-                f"{MANIFEST} says {key} = {table[key]!r} but the {origin} says {metadata[key]!r}",
+                f"{MANIFEST} says {key} = {safe_repr(table[key])} but the {origin} says "
+                f"{metadata[key]!r}",
                 plugin=metadata["name"],
                 path=path,
                 hint=f"make the two agree, or drop {key} from {MANIFEST}",

@@ -154,15 +154,13 @@ class _NpmRange:
             part = _CARET_GAP.sub("^", part)
         return [c for token in part.split(" ") if token for c in self._token(token)]
 
-    def _partial(self, part: str, m: re.Match[str], tag: str = "") -> _Partial:
+    def _partial(self, m: re.Match[str], tag: str = "") -> _Partial:
         numbers: list[int | None] = []
         for text in (m[tag + "M"], m[tag + "m"], m[tag + "p"]):
             if text is None or text in _WILDCARDS:
                 break
-            number = int(text)
-            if number > MAX_SAFE_INTEGER:
-                raise self._error(part, f"a number is larger than {MAX_SAFE_INTEGER}")
-            numbers.append(number)
+            # At most 2**53 - 1: versioning refuses a constraint with a larger number first.
+            numbers.append(int(text))
         numbers += [None] * (3 - len(numbers))
         return numbers[0], numbers[1], numbers[2]
 
@@ -171,7 +169,7 @@ class _NpmRange:
         if m is None:
             raise self._error(token, "cannot read the comparator")
         op = m["op"]
-        major, minor, patch = self._partial(token, m)
+        major, minor, patch = self._partial(m)
         prerelease = identifiers(m["pr"])
         if op[:1] == "^":
             return _caret(major, minor, patch, prerelease)
@@ -187,7 +185,7 @@ class _NpmRange:
     def _hyphen(self, part: str, m: re.Match[str]) -> list[_Comparator]:
         """'A - B': from A (missing numbers are zero) through B (missing numbers are wild)."""
         comparators: list[_Comparator] = []
-        major, minor, patch = self._partial(part, m, "f")
+        major, minor, patch = self._partial(m, "f")
         if major is not None:
             if minor is None or patch is None:
                 comparators += _at_least(major, minor or 0, 0)
@@ -196,7 +194,7 @@ class _NpmRange:
                 if m["from"] != "0.0.0":
                     pre = identifiers(m["fpr"])
                     comparators.append((">=", npm_key(major, minor, patch, pre)))
-        major, minor, patch = self._partial(part, m, "t")
+        major, minor, patch = self._partial(m, "t")
         if major is not None:
             if minor is None:
                 comparators += _below(major + 1, 0, 0)

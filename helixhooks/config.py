@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 
 from ._entry_points import NotRegularFile, read_regular
-from .errors import ManifestError
+from .errors import ManifestError, safe_repr
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,19 +38,27 @@ def _positive(_instance: object, attribute: attrs.Attribute[Any], value: float |
         return
     _check_number(attribute.name, value)
     # `not value > 0` also refuses nan, which every comparison answers False.
-    if not value > 0 or math.isinf(value):
-        raise ValueError(f"{attribute.name} must be a finite number > 0, got {value!r}")
+    if not value > 0 or not _finite(value):
+        raise ValueError(f"{attribute.name} must be a finite number > 0, got {safe_repr(value)}")
 
 
 def _non_negative(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     _check_number(attribute.name, value)
-    if not value >= 0 or math.isinf(value):
-        raise ValueError(f"{attribute.name} must be a finite number >= 0, got {value!r}")
+    if not value >= 0 or not _finite(value):
+        raise ValueError(f"{attribute.name} must be a finite number >= 0, got {safe_repr(value)}")
 
 
 def _check_number(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, not {type(value).__name__} {value!r}")
+        raise TypeError(f"{name} must be a number, not {type(value).__name__} {safe_repr(value)}")
+
+
+def _finite(value: float) -> bool:
+    """Whether ``value`` is a finite number a float can hold: seconds are added to floats."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _isolation(_instance: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
@@ -168,7 +176,7 @@ class Config:
             tool = document.get("tool", {})
             if not isinstance(tool, Mapping):
                 raise ManifestError(
-                    f"'tool' must be a table, not {type(tool).__name__} {tool!r:.40}",
+                    f"'tool' must be a table, not {type(tool).__name__} {safe_repr(tool):.40}",
                     path=str(path),
                     hint="write the settings under a [tool.helixhooks] table",
                 )
@@ -201,7 +209,7 @@ class Config:
             if not _is_instance(value, expected):
                 raise ManifestError(
                     f"config key {key!r} must be {_describe(expected)}, "
-                    f"not {type(value).__name__} {value!r}",
+                    f"not {type(value).__name__} {safe_repr(value)}",
                     path=where,
                     hint=f"give {key} as {_describe(expected)}",
                 )
@@ -271,15 +279,23 @@ def _read_toml(path: Path) -> dict[str, Any]:
             path=str(path),
             hint="check the path passed as the config file",
         ) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ManifestError(
-            f"config file is not valid TOML: {exc}", path=str(path), hint="fix the TOML syntax"
-        ) from exc
     except UnicodeDecodeError as exc:
         raise ManifestError(
             f"config file is not UTF-8 text: {exc.reason} at byte {exc.start}",
             path=str(path),
             hint="save the file as UTF-8 (TOML files must be UTF-8)",
+        ) from exc
+    except ValueError as exc:
+        # tomllib.TOMLDecodeError, or int() refusing an integer of thousands of digits (which
+        # TOML's 64-bit integers do not allow anyway).
+        raise ManifestError(
+            f"config file is not valid TOML: {exc}", path=str(path), hint="fix the TOML syntax"
+        ) from exc
+    except RecursionError as exc:
+        raise ManifestError(
+            "config file is not valid TOML: arrays or inline tables are nested too deeply to read",
+            path=str(path),
+            hint="nest them less deeply",
         ) from exc
     return document
 
@@ -331,13 +347,14 @@ _LIMIT_TYPES: dict[str, tuple[type, ...]] = {
 def _check_value(key: str, value: Any, where: str | None) -> None:
     """What a key's type allows but its meaning does not: non-finite times, unknown modes."""
     if key in _DURATIONS:
-        if not math.isfinite(value) or value < 0 or (key != "debounce" and value == 0):
+        if not _finite(value) or value < 0 or (key != "debounce" and value == 0):
             bound = ">= 0" if key == "debounce" else "> 0"
             leave_out = (
                 f"; leave {key} out for none" if key in ("health_interval", "call_timeout") else ""
             )
             raise ManifestError(
-                f"config key {key!r} must be a finite number of seconds {bound}, got {value!r}",
+                f"config key {key!r} must be a finite number of seconds {bound}, "
+                f"got {safe_repr(value)}",
                 path=where,
                 hint=f"give {key} in seconds, e.g. {key} = {_DURATIONS[key]}{leave_out}",
             )
@@ -370,13 +387,14 @@ def _check_limits(limits: Mapping[str, Any], where: str | None) -> None:
             or not isinstance(value, (int, float))
         ):
             raise ManifestError(
-                f"config key 'limits.{key}' must be {kind}, not {type(value).__name__} {value!r}",
+                f"config key 'limits.{key}' must be {kind}, not {type(value).__name__} "
+                f"{safe_repr(value)}",
                 path=where,
                 hint=f"give limits.{key} as {kind} > 0, or leave it out for the default",
             )
-        if not math.isfinite(value) or value <= 0:
+        if not _finite(value) or value <= 0:
             raise ManifestError(
-                f"config key 'limits.{key}' must be {kind} > 0, got {value!r}",
+                f"config key 'limits.{key}' must be {kind} > 0, got {safe_repr(value)}",
                 path=where,
                 hint=f"give limits.{key} as {kind} > 0, or leave it out for the default",
             )

@@ -48,7 +48,7 @@ from typing import Any
 
 from ._entry_points import MANIFEST, manifest_table, read_entry_points, read_toml
 from .config import Config
-from .errors import ManifestError
+from .errors import ManifestError, safe_repr
 from .plugin import PluginCandidate, PluginInfo, Problem
 
 __all__ = ["INFO_VARIABLE", "MANIFEST", "Discovery"]
@@ -388,13 +388,20 @@ def _file_info(path: str) -> PluginInfo | None:
         raise ManifestError(
             f"cannot parse file: {exc}", path=path, hint="fix the file's syntax"
         ) from exc
+    except (RecursionError, MemoryError) as exc:
+        # What Python's compiler says too, so the file could not be imported either.
+        raise ManifestError(
+            "cannot parse file: an expression is nested too deeply for Python to compile",
+            path=path,
+            hint="split the expression (a long chain of operators is nested one level each)",
+        ) from exc
     node = _info_value(tree, path)
     if node is None:
         return None
     data = _info_literal(node, path)
     if not all(isinstance(key, str) for key in data):
         raise ManifestError(
-            f"{INFO_VARIABLE} must be a dict with string keys, not {data!r:.60} "
+            f"{INFO_VARIABLE} must be a dict with string keys, not {safe_repr(data):.60} "
             f"(line {node.lineno})",
             path=path,
             hint=f'write {INFO_VARIABLE} = {{"name": "...", "version": "..."}}',
@@ -431,7 +438,7 @@ def _info_value(tree: ast.Module, path: str) -> ast.expr | None:
         if isinstance(statement, ast.AnnAssign) and statement.value and _is_info(statement.target):
             value = statement.value
             continue
-        misuse = _info_misuse(statement, None)
+        misuse = _info_misuse(statement)
         if misuse is not None:
             what, line = misuse
             raise ManifestError(
@@ -476,19 +483,36 @@ _SCOPES = (
 _MUTATORS = frozenset({"update", "setdefault", "pop", "popitem", "clear", "__setitem__"})
 
 
-def _info_misuse(node: ast.AST, block: str | None) -> tuple[str, int] | None:
-    """How ``node`` sets PLUGIN_INFO other than by a plain top-level assignment, and the line."""
-    if isinstance(node, _SCOPES) or (isinstance(node, ast.AnnAssign) and node.value is None):
-        # A bare annotation (``PLUGIN_INFO: dict``) assigns nothing.
-        return None
-    block = _BLOCKS.get(type(node), block)
-    line: int = getattr(node, "lineno", 0)
+def _info_misuse(statement: ast.stmt) -> tuple[str, int] | None:
+    """How ``statement`` sets PLUGIN_INFO other than by a plain top-level assignment, and the line.
+
+    Walks the tree depth first with a stack of its own, not by recursion: a module may nest an
+    expression deeper than Python's recursion limit allows a walk to go (a long sum is a chain
+    of BinOps, one level each).
+    """
+    todo: list[tuple[ast.AST, str | None]] = [(statement, None)]
+    while todo:
+        node, block = todo.pop()
+        if isinstance(node, _SCOPES) or (isinstance(node, ast.AnnAssign) and node.value is None):
+            # A bare annotation (``PLUGIN_INFO: dict``) assigns nothing.
+            continue
+        block = _BLOCKS.get(type(node), block)
+        what = _misuse_at(node, block)
+        if what is not None:
+            return what, getattr(node, "lineno", 0)
+        children = list(ast.iter_child_nodes(node))
+        todo.extend((child, block) for child in reversed(children))
+    return None
+
+
+def _misuse_at(node: ast.AST, block: str | None) -> str | None:
+    """How ``node`` itself (not its children) sets PLUGIN_INFO, inside ``block`` if any."""
     if isinstance(node, ast.AugAssign) and _is_info(node.target) and block is None:
-        return "is changed in place after it is assigned", line
+        return "is changed in place after it is assigned"
     if isinstance(node, ast.Name) and node.id == INFO_VARIABLE and isinstance(node.ctx, ast.Store):
-        return (f"is assigned inside {block}" if block else "is assigned by unpacking"), line
+        return f"is assigned inside {block}" if block else "is assigned by unpacking"
     if isinstance(node, ast.alias) and (node.asname or node.name) == INFO_VARIABLE:
-        return "is imported", line
+        return "is imported"
     if (
         isinstance(node, (ast.Subscript, ast.Attribute))
         and isinstance(node.ctx, ast.Store)
@@ -499,11 +523,7 @@ def _info_misuse(node: ast.AST, block: str | None) -> tuple[str, int] | None:
         and _is_info(node.func.value)
         and node.func.attr in _MUTATORS
     ):
-        return "is changed in place after it is assigned", line
-    for child in ast.iter_child_nodes(node):
-        found = _info_misuse(child, block)
-        if found is not None:
-            return found
+        return "is changed in place after it is assigned"
     return None
 
 
@@ -550,11 +570,16 @@ def _non_literal(node: ast.expr, where: str) -> tuple[str, ast.expr]:
 
 
 def _describe(node: ast.expr) -> str:
-    if isinstance(node, ast.Call):
-        return f"a call to {ast.unparse(node.func)}()"
     if isinstance(node, ast.Name):
         return f"the name {node.id!r}"
-    return f"the expression `{ast.unparse(node):.60}`"
+    try:
+        if isinstance(node, ast.Call):
+            return f"a call to {ast.unparse(node.func)}()"
+        return f"the expression `{ast.unparse(node):.60}`"
+    except (RecursionError, ValueError):
+        # unparse recurses once per level, and the parser allows deeper than that; and it
+        # writes ints in decimal, which it refuses past sys.get_int_max_str_digits() digits.
+        return "an expression too large to show"
 
 
 def _file_entry(data: dict[str, Any], path: str) -> Any:

@@ -5,6 +5,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
+def safe_repr(value: object) -> str:
+    """``repr(value)`` for a message about a value a user wrote; never a ValueError.
+
+    repr refuses an int of more digits than ``sys.get_int_max_str_digits()`` (4,300 by
+    default), and TOML and Python literals can spell one in hex; such an int, or anything
+    holding one, is described by its type instead.
+    """
+    try:
+        return repr(value)
+    except ValueError:
+        return f"<{type(value).__name__} holding an integer too large to show>"
+
+
 class HelixError(Exception):
     """Base of every helixhooks error.
 

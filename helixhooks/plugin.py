@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import attrs
 import pluggy
 
-from .errors import ManifestError, VersionError
+from .errors import ManifestError, VersionError, safe_repr
 from .versioning import parse_constraint, parse_version_uncached
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class Dependency:
         """Parse ``"name"``, ``"name ^1.2"`` or ``"name>=1,<2"``; a bad entry is a ManifestError."""
         if not isinstance(text, str):
             raise ManifestError(
-                f"dependency entry {text!r} is not a string",
+                f"dependency entry {safe_repr(text)} is not a string",
                 plugin=plugin,
                 hint="write entries like 'tokenizer' or 'tokenizer ^1.0' or 'cache >=2,<3'",
             )
@@ -204,7 +204,7 @@ class PluginInfo:
             for item in getattr(self, field):
                 if not isinstance(item, str):
                     raise ManifestError(
-                        f"{field} must be a list of strings; {item!r} is not a string",
+                        f"{field} must be a list of strings; {safe_repr(item)} is not a string",
                         plugin=self.name,
                         hint=f"write {field} as a list of quoted strings",
                     )

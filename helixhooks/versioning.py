@@ -49,7 +49,7 @@ from ._npm_range import (
     npm_key,
     quote,
 )
-from .errors import VersionError
+from .errors import VersionError, safe_repr
 
 # packaging is imported where a PEP 440 version or specifier is first met: SemVer versions and npm
 # ranges never need it, and importing it is a fifth of what versioning costs to import.
@@ -153,7 +153,7 @@ def parse_version(text: str) -> Version:
     if not isinstance(text, str):
         raise VersionError(
             f"a version must be a string, not {type(text).__name__}",
-            text=repr(text),
+            text=safe_repr(text),
             hint=_VERSION_HINT,
         )
     return _parse_version_cached(text)
@@ -382,17 +382,38 @@ def parse_constraint(text: str) -> Constraint:
     if not isinstance(text, str):
         raise VersionError(
             f"a constraint must be a string, not {type(text).__name__}",
-            text=repr(text),
+            text=safe_repr(text),
             hint=RANGE_HINT,
         )
     return _parse_constraint_cached(text)
 
 
+# A run of digits with 16 or more of them after its leading zeros: it may exceed 2**53 - 1.
+_LONG_NUMBER = re.compile(r"(?<![0-9])0*([1-9][0-9]{15,})")
+
+
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def _parse_constraint_cached(text: str) -> Constraint:
+    _refuse_huge_numbers(text)
     if "," in text or "~=" in text or "==" in text or "!=" in text:
         return _parse_pep440(text)
     return Constraint(text, "npm", alternatives=compile_range(text))
+
+
+def _refuse_huge_numbers(text: str) -> None:
+    """A constraint's numbers, in either dialect, are at most 2**53 - 1, as versions' are.
+
+    Checked on the digits before anything reads them as an int: int() refuses a few thousand
+    digits (sys.get_int_max_str_digits) with a ValueError, and no version is that large anyway.
+    """
+    for found in _LONG_NUMBER.finditer(text):
+        digits = found.group(1)
+        if len(digits) > len(str(MAX_SAFE_INTEGER)) or int(digits) > MAX_SAFE_INTEGER:
+            raise VersionError(
+                f"constraint {quote(text)} has a number larger than {MAX_SAFE_INTEGER}",
+                text=text,
+                hint="keep each number in a constraint below 2**53",
+            )
 
 
 def _parse_pep440(text: str) -> Constraint:

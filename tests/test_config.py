@@ -77,6 +77,43 @@ def test_invalid_toml_is_a_manifest_error(tmp_path: Path) -> None:
         Config.from_file(path)
 
 
+# What tests/fuzz found a config file could do that was not a ManifestError: nesting past
+# tomllib's recursion, an integer with more digits than int() reads (4,300), and an integer
+# written in hex too large for a float or for repr (a message shows the value).
+HUGE = "0x" + "f" * 4000
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ("plugin_dirs = " + "[" * 500 + "]" * 500, "nested too deeply"),
+        ("load_timeout = " + "9" * 5000, "not valid TOML: Exceeds the limit"),
+        (
+            f"load_timeout = {HUGE}",
+            "'load_timeout' must be a finite number of seconds > 0, got <int",
+        ),
+        (
+            f"[limits]\nmemory_mb = {HUGE}",
+            "'limits.memory_mb' must be a whole number > 0, got <int",
+        ),
+        (f"hookspecs = [{HUGE}]", "must be a list of strings, not list <list holding an integer"),
+    ],
+)
+def test_files_beyond_what_python_reads_are_manifest_errors(
+    tmp_path: Path, body: str, fragment: str
+) -> None:
+    path = tmp_path / "helixhooks.toml"
+    path.write_text(body + "\n")
+    with pytest.raises(ManifestError, match=fragment) as caught:
+        Config.from_file(path)
+    assert caught.value.path == str(path)
+
+
+def test_config_from_code_refuses_a_duration_too_large_for_a_float() -> None:
+    with pytest.raises(ValueError, match="load_timeout must be a finite number > 0"):
+        Config(load_timeout=2**20000)
+
+
 def test_load_walks_upwards_and_prefers_helixhooks_toml(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text("[tool.helixhooks]\nhealth_timeout = 9\n")
     deep = tmp_path / "a" / "b"

@@ -225,6 +225,19 @@ BROKEN_MANIFESTS: dict[str, tuple[str | bytes, str]] = {
     "bad_isolation": ('[plugin]\nname = "x"\nversion = "1.0"\nisolation = "vm"\n', "vm"),
     "not_utf8": (b'[plugin]\nname = "\xff"\n', "not UTF-8"),
     "entry_nowhere": ('[plugin]\nname = "x"\nversion = "1.0"\nentry = "missing:X"\n', "missing.py"),
+    # Found by tests/fuzz: each made scan() raise instead of reporting the plugin.
+    "nested_too_deeply": (
+        '[plugin]\nname = "x"\nversion = "1.0"\n[config]\na = ' + "[" * 500 + "]" * 500,
+        "nested too deeply",
+    ),
+    "integer_too_long": (
+        '[plugin]\nname = "x"\nversion = "1.0"\n[config]\na = ' + "9" * 5000,
+        "not valid TOML: Exceeds the limit",
+    ),
+    "huge_hex_dependency": (
+        '[plugin]\nname = "x"\nversion = "1.0"\ndependencies = [0x' + "f" * 4000 + "]\n",
+        "<int holding an integer too large to show> is not a string",
+    ),
 }
 
 
@@ -294,7 +307,33 @@ BROKEN_FILES = {
         'PLUGIN_INFO = {"name": "x", "version": "1", "entry": "other:X"}\n',
         "points nowhere",
     ),
+    # Found by tests/fuzz: each made scan() raise instead of reporting the plugin.
+    "nested_too_deeply": (
+        'PLUGIN_INFO = {"name": "x", "version": "1.0"}\nx = ' + "-" * 100_000 + "1\n",
+        "nested too deeply for Python to compile",
+    ),
+    "deep_non_literal": (
+        'PLUGIN_INFO = {"name": "x", "version": "1.0", "config": {"a": ' + "a + " * 900 + "1}}\n",
+        "PLUGIN_INFO['config']['a'] is an expression too large to show",
+    ),
+    "huge_hex_literal": ("PLUGIN_INFO = 0x" + "f" * 4000 + "\n", "an expression too large to show"),
+    "huge_hex_dependency": (
+        'PLUGIN_INFO = {"name": "x", "version": "1.0", "dependencies": [0x' + "f" * 4000 + "]}\n",
+        "<int holding an integer too large to show> is not a string",
+    ),
+    "huge_hex_key": ("PLUGIN_INFO = {0x" + "f" * 4000 + ": 1}\n", "string keys, not <dict holding"),
 }
+
+
+def test_an_expression_deeper_than_a_recursive_walk_goes_is_no_problem(tmp_path: Path) -> None:
+    # Found by tests/fuzz: the check that PLUGIN_INFO is set only once walked each statement by
+    # recursion, one level per BinOp of a long sum, and raised RecursionError from scan().
+    sum_ = "1 + " * 1500 + "1"
+    write(tmp_path / "long.py", f'PLUGIN_INFO = {{"name": "long", "version": "1.0"}}\nx = {sum_}\n')
+    discovery = Discovery(_no_entry_points(tmp_path))
+
+    assert names(discovery.scan()) == ["long"]
+    assert discovery.problems == []
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN_FILES))

@@ -44,6 +44,8 @@ def test_minimal_info_has_defaults() -> None:
         ({"name": "a", "version": "1.0.0", "entry": "plugin:"}, "entry"),
         ({"name": "a", "version": 1}, "version must be a string"),
         ({"name": "a", "version": "1.0.0", "dependencies": [3]}, "not a string"),
+        # Found by tests/fuzz: an int too long for repr (spelled in hex in a file) in the message.
+        ({"name": "a", "version": "1.0.0", "permissions": [2**20000]}, "<int holding an"),
     ],
 )
 def test_invalid_info_is_a_manifest_error_naming_the_fault(
@@ -94,6 +96,14 @@ def test_errors_raised_inside_from_mapping_carry_the_source() -> None:
 def test_dependency_entries_parse(text: str, name: str, constraint: str | None) -> None:
     dep = Dependency.parse(text)
     assert (dep.name, dep.constraint) == (name, constraint)
+
+
+def test_a_dependency_entry_that_is_no_string_is_a_manifest_error_whatever_it_is() -> None:
+    with pytest.raises(ManifestError, match="dependency entry 3 is not a string"):
+        Dependency.parse(3)
+    # Found by tests/fuzz: repr refuses an int of more than 4,300 digits.
+    with pytest.raises(ManifestError, match="<int holding an integer too large to show>"):
+        Dependency.parse(2**20000)
 
 
 def test_transitions_cover_every_state_and_unloaded_is_terminal() -> None:

@@ -296,6 +296,37 @@ def test_number_limits_apply_to_both_dialects() -> None:
 
 
 @pytest.mark.parametrize(
+    "text",
+    [
+        f">={2**53},<{2**54}",
+        f"=={2**53}.*",
+        f">=1.0.post{2**53},<2",
+        f"^1.2.3-{2**53}",
+        # More digits than int() reads (sys.get_int_max_str_digits): found by tests/fuzz.
+        "1" * 5000,
+        "^1.2.3-" + "1" * 5000,
+        ">=" + "1" * 5000 + ",<2",
+        "==1.0+" + "1" * 5000,
+    ],
+)
+def test_constraint_numbers_are_limited_in_both_dialects(text: str) -> None:
+    with pytest.raises(VersionError, match="has a number larger than 9007199254740991"):
+        parse_constraint(text)
+
+
+def test_a_non_string_too_large_to_show_is_a_version_error() -> None:
+    # Found by tests/fuzz: the error's text was repr() of the value, which refuses this int.
+    for parse in (parse_version, parse_constraint):
+        with pytest.raises(VersionError, match="must be a string, not int"):
+            parse(2**20000)  # type: ignore[arg-type]
+
+
+def test_constraint_numbers_up_to_the_limit_are_fine() -> None:
+    assert parse_constraint(f">={2**53 - 1}").matches(f"{2**53 - 1}.0.0")
+    assert parse_constraint(f"==000{2**53 - 1}.*,>=1").matches(f"{2**53 - 1}.1")
+
+
+@pytest.mark.parametrize(
     ("lower", "higher"),
     [
         ("1.0.dev1", "1.0.0-alpha"),  # SemVer pre-releases sit above .devN ...
