@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 
 Subscriber = Callable[[PluginEvent], None]
 
+# Events every plugin has, not counted in its stats (a count of each would cost every plugin a
+# table); the rest (reloads, refusals, failures, restarts, crashes) are what an operator watches.
+_ROUTINE_EVENTS = frozenset({"loaded", "started", "stopped", "held_back", "unloaded"})
+
 
 class PluginSystem:
     """Everything a host needs: ``with PluginSystem(config, specs=[Spec]) as s: s.hook.x()``.
@@ -366,6 +370,8 @@ class PluginSystem:
         return self.registry.require(name)
 
     def _emit(self, event: PluginEvent) -> None:
+        if event.kind not in _ROUTINE_EVENTS:
+            self.metrics.record_event(event.name, event.kind)
         for callback in list(self._subscribers):
             deliver(callback, event, self.logger)
 

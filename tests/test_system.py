@@ -501,3 +501,19 @@ def test_an_object_whose_start_fails_is_a_problem_and_raises(plugins: Path) -> N
     assert system.get("Broken").state is hh.PluginState.FAILED
     assert [p.name for p in system.problems] == ["Broken"]
     system.close()
+
+
+def test_a_plugins_stats_count_its_reloads_and_refusals_not_its_routine(plugins: Path) -> None:
+    code = "import helixhooks as hh\n@hh.hookimpl\ndef echo(value):\n    return {}\n"
+    write_plugin(plugins, "p", code.format(1), entry="plugin")
+    system = _system(plugins)
+    with system:
+        for answer in (2, 3):
+            write_plugin(plugins, "p", code.format(answer), entry="plugin")
+            system.reload("p")
+        write_plugin(plugins, "p", "x = (", entry="plugin")
+        with pytest.raises(hh.ReloadError):
+            system.reload("p")
+        assert system.hook.echo(value=0) == [3]
+        assert system.get("p").stats().events == {"reloaded": 2, "reload_failed": 1}
+    system.close()
