@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+# pytester runs the pytest plugin's fixtures in projects of their own, as plugin authors do.
+pytest_plugins = ["pytester"]
+
 settings.register_profile("default", max_examples=60, deadline=None)
 settings.register_profile(
     "ci",

@@ -173,6 +173,8 @@ class _Patient:
     restarts: int = 0
     next_restart_at: float = 0.0
     given_up: bool = False
+    #: A "health_failed" event was sent: a healthy check then sends "health_recovered".
+    reported: bool = False
 
 
 class HealthMonitor:
@@ -184,7 +186,8 @@ class HealthMonitor:
     check forgets all of it. A plugin the host stopped is left alone.
 
     Events through ``on_event``: "health_failed" when a plugin reaches the threshold,
-    "restarted" after a restart. The restarts' own events and the "failed" of giving up come
+    "restarted" after a restart, "health_recovered" at the first healthy check after a
+    "health_failed". The restarts' own events and the "failed" of giving up come
     from the LifecycleManager's subscriber.
     """
 
@@ -261,8 +264,11 @@ class HealthMonitor:
     def _observe(self, status: HealthStatus) -> None:
         name = status.name
         if status.healthy:
-            if self._patients.pop(name, None) is not None:
+            cured = self._patients.pop(name, None)
+            if cured is not None:
                 _logger.info("plugin %r is healthy again", name)
+                if cured.reported:
+                    self._emit(PluginEvent("health_recovered", name, self._version(name)))
             return
         patient = self._patients.get(name)
         if status.state is PluginState.STARTED and (patient is None or patient.given_up):
@@ -285,6 +291,7 @@ class HealthMonitor:
                 plugin=name,
                 hint="see the plugin's health check; the monitor restarts it",
             )
+            patient.reported = True
             self._emit(PluginEvent("health_failed", name, self._version(name), error=error))
         if time.monotonic() < patient.next_restart_at:
             return

@@ -13,6 +13,7 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import inspect
 import logging
 import os
 import sys
@@ -212,7 +213,7 @@ class Loader:
             if outcome.error is not None:
                 raise outcome.error
             module, plugin = cast(tuple[types.ModuleType, object], outcome.value)
-            impls = self._validated(candidate, module, plugin)
+            impls = self._validated(name, module.__file__ or candidate.location, plugin)
             with _LOAD_LOCK:
                 self._refuse_shared_object(candidate, plugin)
                 loaded = LoadedPlugin(
@@ -252,6 +253,39 @@ class Loader:
             candidate.location,
             seconds,
         )
+        return loaded
+
+    def adopt(self, info: PluginInfo, plugin: object) -> LoadedPlugin:
+        """Take ``plugin``, an object or module the host already has, as a loaded plugin.
+
+        Nothing is imported: its hookimpls are validated like a loaded plugin's, and it owns no
+        modules, so unloading it removes nothing from ``sys.modules``.
+        """
+        name = info.name
+        module = plugin if isinstance(plugin, types.ModuleType) else inspect.getmodule(plugin)
+        if module is None:
+            # Made at run time (exec, a REPL): its class's module name is all there is.
+            module = types.ModuleType(type(plugin).__module__)
+        where = getattr(module, "__file__", None) or module.__name__
+        impls = self._validated(name, where, plugin)
+        with _LOAD_LOCK:
+            if self._owners.get(id(plugin)) is not None:
+                raise LoadError(
+                    f"this object is plugin {self._owners[id(plugin)]!r} already ({plugin!r})",
+                    plugin=name,
+                    hint="register each object once, or give each plugin an object of its own",
+                )
+            generation = self._generations.get(name, 0) + 1
+            loaded = LoadedPlugin(
+                info=info,
+                module=module,
+                plugin=plugin,
+                gen=Generation(name, impls),
+                generation=generation,
+            )
+            self._live[name] = (*self._live.get(name, ()), loaded)
+            self._owners[id(plugin)] = name
+            self._generations[name] = generation
         return loaded
 
     def _disown(self, loaded: LoadedPlugin) -> None:
@@ -421,9 +455,7 @@ class Loader:
         except BaseException as exc:  # plugin code may raise anything: reported, never lost
             raise constructor_error(candidate, attribute, module, exc) from exc
 
-    def _validate(
-        self, candidate: PluginCandidate, module: types.ModuleType, plugin: object
-    ) -> list[tuple[str, HookImpl]]:
+    def _validate(self, name: str, plugin: object) -> list[tuple[str, HookImpl]]:
         """Parse and check ``plugin``'s hookimpls on the scratch manager with every spec.
 
         Returns (hook name, impl) in ``pm.register``'s order; the plugin leaves the manager
@@ -436,7 +468,7 @@ class Loader:
                 for spec in self._specs:
                     pm.add_hookspecs(spec)
             try:
-                pm.register(plugin, name=candidate.info.name)
+                pm.register(plugin, name=name)
                 pm.check_pending()
                 impls = _registered_impls(pm, plugin)
                 pm.unregister(plugin)
@@ -446,16 +478,15 @@ class Loader:
                 raise
             return impls
 
-    def _validated(
-        self, candidate: PluginCandidate, module: types.ModuleType, plugin: object
-    ) -> list[tuple[str, HookImpl]]:
+    def _validated(self, name: str, where: str, plugin: object) -> list[tuple[str, HookImpl]]:
+        """``_validate``; a hook that does not fit is a LoadError naming ``where`` (its file)."""
         try:
-            return self._validate(candidate, module, plugin)
+            return self._validate(name, plugin)
         except pluggy.PluginValidationError as exc:
             raise LoadError(
                 "hookimpl does not fit the host's hookspecs: " + "; ".join(str(exc).splitlines()),
-                plugin=candidate.info.name,
-                path=module.__file__ or candidate.location,
+                plugin=name,
+                path=where,
                 hint=MISFIT_HINT,
             ) from exc
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import threading
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -61,6 +61,24 @@ class PluginStats:
     hooks: Mapping[str, CallStats] = attrs.field(factory=dict)
     #: Permission name -> how many times the guard denied it to this plugin.
     denials: Mapping[str, int] = attrs.field(factory=dict)
+    #: Event kind -> how many such events the plugin had (reloads, refusals, crashes, ...).
+    events: Mapping[str, int] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class Histogram:
+    """One plugin's calls of one hook by duration, cumulative as Prometheus counts them.
+
+    ``counts[i]`` calls took at most ``bounds[i]`` seconds; ``count``, ``errors`` and ``total``
+    cover every call. A call counts under the bounds its histogram bucket's midpoint is under,
+    so one within 1.6% of a bound may count on either side of it.
+    """
+
+    bounds: tuple[float, ...]
+    counts: tuple[int, ...]
+    count: int
+    errors: int
+    total: float
 
 
 class _Slot:
@@ -159,6 +177,8 @@ class Metrics:
         self._phases: dict[str, tuple[float | None, ...]] = {}
         # plugin name -> permission name -> denials; only plugins that were denied something
         self._denials: dict[str, dict[str, int]] = {}
+        # plugin name -> event kind -> count; only plugins that had an event recorded
+        self._events: dict[str, dict[str, int]] = {}
 
     def record_load(self, name: str, seconds: float) -> None:
         """Record how long loading (import and validation) of plugin ``name`` took."""
@@ -189,6 +209,61 @@ class Metrics:
             denials = self._denials.setdefault(name, {})
             denials[permission] = denials.get(permission, 0) + 1
 
+    def record_event(self, name: str, kind: str) -> None:
+        """Count one event of ``kind`` (a PluginEvent's kind, as "reloaded") for plugin ``name``."""
+        with self._lock:
+            events = self._events.setdefault(name, {})
+            events[kind] = events.get(kind, 0) + 1
+
+    def totals(self, name: str, hooks: Collection[str] | None = None) -> CallStats | None:
+        """Plugin ``name``'s calls of all its hooks (or of ``hooks``) as one; None if none.
+
+        The percentiles come from the hooks' histograms merged, so they are as exact as one
+        hook's are.
+        """
+        merged = _Slot()
+        with self._lock:
+            for method, slot in self._slots.get(name, {}).items():
+                if hooks is not None and method not in hooks:
+                    continue
+                slot.fold()
+                merged.count += slot.count
+                merged.errors += slot.errors
+                merged.total += slot.total
+                merged.min = min(merged.min, slot.min)
+                merged.max = max(merged.max, slot.max)
+                for key, count in slot.buckets.items():
+                    merged.buckets[key] = merged.buckets.get(key, 0) + count
+        return merged.stats() if merged.count else None
+
+    def histograms(self, name: str, bounds: Sequence[float]) -> dict[str, Histogram]:
+        """Plugin ``name``'s calls of each hook it was called for, counted under ``bounds``.
+
+        ``bounds`` are upper bounds in seconds, ascending, as a Prometheus histogram's buckets.
+        """
+        ordered = tuple(bounds)
+        if list(ordered) != sorted(set(ordered)):
+            raise ValueError(f"bounds must ascend with no repeats, not {ordered!r}")
+        found = {}
+        with self._lock:
+            for method, slot in sorted(self._slots.get(name, {}).items()):
+                slot.fold()
+                if not slot.count:
+                    continue
+                counts = []
+                seen = 0
+                keys = iter(sorted(slot.buckets))
+                key = next(keys, None)
+                for bound in ordered:
+                    while key is not None and _bucket_midpoint(key) <= bound:
+                        seen += slot.buckets[key]
+                        key = next(keys, None)
+                    counts.append(seen)
+                found[method] = Histogram(
+                    ordered, tuple(counts), slot.count, slot.errors, slot.total
+                )
+        return found
+
     def get_stats(self, name: str) -> PluginStats:
         """Plugin ``name``'s figures; a plugin never recorded gets empty ones."""
         with self._lock:
@@ -197,7 +272,12 @@ class Metrics:
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Every plugin's figures as plain JSON-able data, keyed by plugin name."""
         with self._lock:
-            names = sorted(self._slots.keys() | self._phases.keys() | self._denials.keys())
+            names = sorted(
+                self._slots.keys()
+                | self._phases.keys()
+                | self._denials.keys()
+                | self._events.keys()
+            )
             return {name: attrs.asdict(self._plugin_stats(name)) for name in names}
 
     def forget(self, name: str) -> None:
@@ -210,6 +290,7 @@ class Metrics:
             self._slots.pop(name, None)
             self._phases.pop(name, None)
             self._denials.pop(name, None)
+            self._events.pop(name, None)
 
     def slot(self, name: str, method: str) -> _Slot:
         """The slot that plugin ``name``'s impl of ``method`` records its calls into."""
@@ -250,4 +331,5 @@ class Metrics:
             start_time=start_time,
             hooks=hooks,
             denials=dict(self._denials.get(name, {})),
+            events=dict(self._events.get(name, {})),
         )

@@ -383,7 +383,7 @@ class PluginEvent:
 
     kind: loaded, started, stopped, failed, reloaded, reload_failed, unloaded,
     permission_denied, worker_crashed, held_back (a dependency failed), and health_failed,
-    restarted from the health monitor.
+    restarted, health_recovered from the health monitor.
     """
 
     kind: str

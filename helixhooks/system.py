@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import logging
@@ -10,7 +11,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
+from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -37,6 +38,10 @@ if TYPE_CHECKING:
     from .isolation.supervisor import Supervisor
 
 Subscriber = Callable[[PluginEvent], None]
+
+# Events every plugin has, not counted in its stats (a count of each would cost every plugin a
+# table); the rest (reloads, refusals, failures, restarts, crashes) are what an operator watches.
+_ROUTINE_EVENTS = frozenset({"loaded", "started", "stopped", "held_back", "unloaded"})
 
 
 class PluginSystem:
@@ -208,6 +213,52 @@ class PluginSystem:
                 raise record.error
             return name
 
+    def register(
+        self, plugin: object, info: PluginInfo | str | None = None, *, start: bool = True
+    ) -> str:
+        """Add ``plugin``, an object or module with hookimpls, as a plugin; returns its name.
+
+        For a host's built-in plugins and for tests. It is validated against the host's specs
+        as a loaded plugin is, initialized, and started unless ``start`` is false (``start_all``
+        starts it then). ``info`` is its name or whole manifest (dependencies, config); by
+        default it is named after its class (or module) at version 0.0.0. It has no files, so
+        it cannot be reloaded; and it is the host's own code, which the guard does not hold to
+        permissions, so it may not ask for any. Raises the plugin's error if it could not be
+        initialized or started (held back by a dependency that is not started is not an error).
+        """
+        if not isinstance(info, PluginInfo):
+            info = PluginInfo(info or _object_name(plugin), "0.0.0")
+        name = info.name
+        if info.permissions:
+            raise LoadError(
+                "a plugin object registered by the host runs as the host's own code, which "
+                "the guard does not hold to permissions",
+                plugin=name,
+                hint="leave permissions out of its PluginInfo, or make it a plugin directory",
+            )
+        with self._lock, self.lifecycle.lock:
+            existing = self.registry.get(name)
+            if existing is not None:
+                raise LoadError(
+                    f"a plugin named {name!r} is already registered",
+                    plugin=name,
+                    path=existing.candidate.location if existing.candidate else None,
+                    hint="give the object another name: register(plugin, 'other_name')",
+                )
+            self.lifecycle.refuse_unsupported(info, None)
+            self.registry.register(self.loader.adopt(info, plugin))
+            self.lifecycle.emit(PluginEvent("loaded", name, info.version))
+            # A failure is recorded on the plugin (FAILED, its error, an event): raised below.
+            if start:
+                drive(self.lifecycle.start_steps([name]))
+            else:
+                with contextlib.suppress(HelixError):
+                    self.lifecycle.init(name)
+        record = self._record(name)
+        if record.state is PluginState.FAILED and isinstance(record.error, HelixError):
+            raise record.error
+        return name
+
     def watch(self) -> HotReloader:
         """Reload plugins as their files change, in a thread of its own, until stop_watching().
 
@@ -326,6 +377,8 @@ class PluginSystem:
         return self.registry.require(name)
 
     def _emit(self, event: PluginEvent) -> None:
+        if event.kind not in _ROUTINE_EVENTS:
+            self.metrics.record_event(event.name, event.kind)
         for callback in list(self._subscribers):
             deliver(callback, event, self.logger)
 
@@ -443,6 +496,12 @@ class PluginHandle:
         record = self._system.registry.get(self.name)
         state = record.state.value if record else "gone"
         return f"<PluginHandle {self.name} {state}>"
+
+
+def _object_name(plugin: object) -> str:
+    """A registered object's default name: its own for a module or class, else its class's."""
+    named = plugin if isinstance(plugin, (type, ModuleType)) else type(plugin)
+    return str(named.__name__)
 
 
 def _location(record: PluginRecord) -> str:

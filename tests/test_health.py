@@ -344,3 +344,18 @@ def test_backoff_doubles_from_backoff_up_to_the_cap(
     assert _backoff_delay(1, backoff, cap) == backoff
     assert backoff <= delay <= cap
     assert _backoff_delay(restarts + 1, backoff, cap) == min(2 * delay, cap)
+
+
+def test_a_plugin_healthy_again_after_health_failed_is_reported_recovered(tmp_path: Path) -> None:
+    health = {"a": False}
+    rig = make_rig(tmp_path, {"a": ()}, actions={"a": {"health": lambda ctx: health["a"]}})
+    rig.lifecycle.start_all()
+    monitor = monitor_for(rig, failures_before_restart=2, backoff=60.0)
+
+    for answer in (False, True, False, False, False, True, True):
+        health["a"] = answer
+        monitor.run_once()
+
+    # One miss then a pass is no news; two misses are, and so is the pass after them.
+    kinds = [k for k in rig.kinds("a") if k in ("health_failed", "restarted", "health_recovered")]
+    assert kinds == ["health_failed", "restarted", "health_recovered"]

@@ -658,3 +658,64 @@ def test_stats_types() -> None:
     assert isinstance(stats.hooks["hook"], CallStats)
     with pytest.raises(AttributeError):
         stats.load_time = 1.0  # type: ignore[misc]
+
+
+def test_histograms_count_calls_under_each_bound_cumulatively() -> None:
+    metrics = Metrics()
+    for seconds in (0.001, 0.002, 0.002, 0.03, 0.5, 0.0):
+        metrics.record_call("p", "hook", seconds, error=seconds > 0.1)
+    metrics.record_call("p", "other", 2.0)
+    found = metrics.histograms("p", [0.0015, 0.01, 0.1, 1.0])
+    assert sorted(found) == ["hook", "other"]
+    hook = found["hook"]
+    assert hook.counts == (2, 4, 5, 6)
+    assert (hook.count, hook.errors) == (6, 1)
+    assert hook.total == pytest.approx(0.535)
+    assert found["other"].counts == (0, 0, 0, 0)
+    assert metrics.histograms("nobody", [1.0]) == {}
+    with pytest.raises(ValueError, match="ascend"):
+        metrics.histograms("p", [1.0, 0.5])
+
+
+@given(st.lists(st.floats(min_value=0, max_value=10), min_size=1, max_size=50))
+def test_histogram_counts_agree_with_the_samples_within_a_bucket(samples: list[float]) -> None:
+    metrics = Metrics()
+    for seconds in samples:
+        metrics.record_call("p", "hook", seconds)
+    bounds = [1e-6, 1e-3, 0.01, 0.1, 1.0, 5.0]
+    histogram = metrics.histograms("p", bounds)["hook"]
+    assert histogram.count == len(samples)
+    for bound, counted in zip(bounds, histogram.counts, strict=True):
+        # A sample within 1.6% of a bound may count on either side of it.
+        assert (
+            sum(s <= bound / 1.02 for s in samples)
+            <= counted
+            <= sum(s <= bound * 1.02 for s in samples)
+        )
+
+
+def test_totals_merge_a_plugins_hooks() -> None:
+    metrics = Metrics()
+    for _ in range(99):
+        metrics.record_call("p", "fast", 0.001)
+    metrics.record_call("p", "slow", 1.0, error=True)
+    metrics.record_call("p", "helix_health_check", 5.0)
+    totals = metrics.totals("p", hooks={"fast", "slow"})
+    assert totals is not None
+    assert (totals.count, totals.errors, totals.min, totals.max) == (100, 1, 0.001, 1.0)
+    assert totals.p50 == pytest.approx(0.001, rel=0.02) and totals.p99 == pytest.approx(
+        0.001, rel=0.02
+    )
+    everything = metrics.totals("p")
+    assert everything is not None and everything.count == 101
+    assert metrics.totals("p", hooks=()) is None and metrics.totals("nobody") is None
+
+
+def test_events_are_counted_per_plugin_and_forgotten_with_it() -> None:
+    metrics = Metrics()
+    for kind in ("reloaded", "reloaded", "reload_failed"):
+        metrics.record_event("p", kind)
+    assert metrics.get_stats("p").events == {"reloaded": 2, "reload_failed": 1}
+    assert json.loads(json.dumps(metrics.snapshot()))["p"]["events"]["reloaded"] == 2
+    metrics.forget("p")
+    assert metrics.get_stats("p") == PluginStats()

@@ -415,3 +415,108 @@ def test_running_plugins_does_not_fill_the_process_wide_version_cache(tmp_path: 
     # Validation and each resolver parse versions for themselves: a long-running host that
     # loads ever new versions keeps none of them.
     assert versioning._parse_version_cached.cache_info().currsize - before < 20
+
+
+class _Doubler:
+    started = False
+    stopped = False
+
+    @hh.hookimpl
+    def helix_start(self) -> None:
+        self.started = True
+
+    @hh.hookimpl
+    def helix_stop(self) -> None:
+        self.stopped = True
+
+    @hh.hookimpl
+    def echo(self, value: object) -> object:
+        return [value, value]
+
+
+def test_an_object_registered_by_the_host_serves_beside_loaded_plugins(plugins: Path) -> None:
+    write_plugin(
+        plugins,
+        "loaded",
+        "import helixhooks as hh\nclass Plugin:\n"
+        "    @hh.hookimpl\n    def echo(self, value):\n        return value\n",
+    )
+    system = _system(plugins)
+    events: list[PluginEvent] = []
+    system.subscribe(events.append)
+    doubler = _Doubler()
+    with system:
+        assert system.register(doubler) == "_Doubler"
+        assert doubler.started
+        assert sorted(map(str, system.hook.echo(value=1))) == ["1", "[1, 1]"]
+        assert system.get("_Doubler").call("echo", value=2) == [2, 2]
+        assert [e.kind for e in events if e.name == "_Doubler"] == ["loaded", "started"]
+        with pytest.raises(hh.ReloadError, match="registered by hand"):
+            system.reload("_Doubler")
+    assert doubler.stopped
+    system.close()
+    assert system.names() == []
+
+
+def test_a_registered_object_takes_a_manifest_and_starts_with_start_all(plugins: Path) -> None:
+    write_plugin(plugins, "base", "class Plugin:\n    pass\n", version="2.1.0")
+    system = _system(plugins)
+    system.load_all()
+    info = hh.PluginInfo("doubler", "1.0.0", dependencies=["base ^2"])
+    assert system.register(_Doubler(), info, start=False) == "doubler"
+    assert system.get("doubler").state is hh.PluginState.INITIALIZED
+    assert system.start_all() == ["base", "doubler"]
+    assert system.hook.echo(value="x") == [["x", "x"]]
+    system.close()
+
+
+def test_registering_objects_refuses_what_it_cannot_honour(plugins: Path) -> None:
+    system = _system(plugins)
+    doubler = _Doubler()
+    system.register(doubler, "one")
+    with pytest.raises(hh.LoadError, match="already registered"):
+        system.register(_Doubler(), "one")
+    with pytest.raises(hh.LoadError, match="is plugin 'one' already"):
+        system.register(doubler, "two")
+    with pytest.raises(hh.LoadError, match="does not hold to permissions"):
+        system.register(_Doubler(), hh.PluginInfo("net", "1.0.0", permissions=["net"]))
+
+    class Misfit:
+        @hh.hookimpl
+        def echo(self, value: object, extra: object) -> None: ...
+
+    with pytest.raises(hh.LoadError, match="does not fit") as caught:
+        system.register(Misfit())
+    assert caught.value.path == __file__
+    assert system.names() == ["one"]
+    system.close()
+
+
+def test_an_object_whose_start_fails_is_a_problem_and_raises(plugins: Path) -> None:
+    class Broken:
+        @hh.hookimpl
+        def helix_start(self) -> None:
+            raise RuntimeError("no database")
+
+    system = _system(plugins)
+    with pytest.raises(hh.LifecycleError, match="no database"):
+        system.register(Broken())
+    assert system.get("Broken").state is hh.PluginState.FAILED
+    assert [p.name for p in system.problems] == ["Broken"]
+    system.close()
+
+
+def test_a_plugins_stats_count_its_reloads_and_refusals_not_its_routine(plugins: Path) -> None:
+    code = "import helixhooks as hh\n@hh.hookimpl\ndef echo(value):\n    return {}\n"
+    write_plugin(plugins, "p", code.format(1), entry="plugin")
+    system = _system(plugins)
+    with system:
+        for answer in (2, 3):
+            write_plugin(plugins, "p", code.format(answer), entry="plugin")
+            system.reload("p")
+        write_plugin(plugins, "p", "x = (", entry="plugin")
+        with pytest.raises(hh.ReloadError):
+            system.reload("p")
+        assert system.hook.echo(value=0) == [3]
+        assert system.get("p").stats().events == {"reloaded": 2, "reload_failed": 1}
+    system.close()
