@@ -135,7 +135,7 @@ class HealthChecker:
         if run.error is not None:
             message = f"health check raised {type(run.error).__name__}: {run.error}"
             return HealthStatus(record.name, False, state, message, run.duration, item.checked_at)
-        healthy, message = _verdict(run.value or [])
+        healthy, message = verdict(run.value or [])
         return HealthStatus(record.name, healthy, state, message, run.duration, item.checked_at)
 
 
@@ -145,7 +145,8 @@ def _not_started(record: PluginRecord) -> str:
     return f"not started ({record.state.value})"
 
 
-def _verdict(results: list[object]) -> tuple[bool, str]:
+def verdict(results: list[object]) -> tuple[bool, str]:
+    """Healthy or not, and why, from what a plugin's helix_health_check impls returned."""
     """Read a health check's answer; pluggy leaves a None answer out of the results."""
     if not results or results[0] is True:
         return True, "ok"

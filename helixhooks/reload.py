@@ -42,8 +42,10 @@ from .errors import (
     ReloadError,
     VersionConflict,
 )
+from .health import verdict
 from .lifecycle import context_for
-from .plugin import PluginCandidate, PluginEvent, PluginState
+from .loader import isolated
+from .plugin import PluginCandidate, PluginContext, PluginEvent, PluginState
 from .versioning import parse_constraint
 
 if TYPE_CHECKING:
@@ -125,6 +127,7 @@ def _replace_serving(
             yield from life.phase_steps(new, "restore_state", state=saved, ctx=ctx)
         start = yield from life.phase_steps(new, "start", ctx=ctx)
         started = True
+        yield from _check_worker(life, new, ctx)
         registry.swap(name, new, remember=False)
     except HelixError:
         if started:
@@ -154,6 +157,23 @@ def _replace_serving(
         life.metrics.record_start(name, start)
     yield from _release(life, old)
     loader.discard(old)
+
+
+def _check_worker(life: LifecycleManager, new: LoadedPlugin, ctx: PluginContext) -> Steps[None]:
+    """Blue/green for a process plugin: its new worker answers, and is healthy, before it serves."""
+    ping = getattr(new.plugin, "ping", None)
+    if not isolated(life.config, new.info) or ping is None:
+        return
+    ping()
+    if new.gen.implements("helix_health_check"):
+        results, _ = yield from life.hook_steps(new, "health_check", ctx=ctx)
+        healthy, message = verdict(list(results) if isinstance(results, list) else [results])
+        if not healthy:
+            raise ReloadError(
+                f"the new version's worker is not healthy: {message}",
+                plugin=new.name,
+                hint="fix what its helix_health_check reports, then save again",
+            )
 
 
 def _roll_back(

@@ -25,7 +25,7 @@ from .discovery import Discovery
 from .errors import HelixError, LifecycleError, LoadError, PermissionDenied, ReloadError
 from .health import HealthChecker, HealthMonitor, HealthStatus
 from .lifecycle import LifecycleManager
-from .loader import Loader
+from .loader import Loader, isolated
 from .metrics import Metrics, PluginStats
 from .plugin import PluginCandidate, PluginEvent, PluginInfo, PluginState, Problem, deliver
 from .registry import PluginRecord, Registry
@@ -245,7 +245,13 @@ class PluginSystem:
                     path=existing.candidate.location if existing.candidate else None,
                     hint="give the object another name: register(plugin, 'other_name')",
                 )
-            self.lifecycle.refuse_unsupported(info, None)
+            if isolated(self.config, info):
+                raise LoadError(
+                    "an object of the host's cannot run in a worker process",
+                    plugin=name,
+                    hint="make it a plugin directory to run it isolated, or register it with "
+                    "isolation 'inprocess' (and no Config.isolation = 'process')",
+                )
             self.registry.register(self.loader.adopt(info, plugin))
             self.lifecycle.emit(PluginEvent("loaded", name, info.version))
             # A failure is recorded on the plugin (FAILED, its error, an event): raised below.

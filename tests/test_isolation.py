@@ -402,3 +402,64 @@ def test_a_run_scope_holds_the_worker_to_its_programs(make: Callable[..., hh.Plu
         system.hook.act(what="import subprocess\nsubprocess.run(['false'])")
     with pytest.raises(PermissionError, match="run=sh"):
         system.hook.act(what="os.system('true')")
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="only uid 0 lacks a process limit the kernel applies")
+def test_strict_refuses_a_plugin_whose_needed_layer_is_missing(
+    make: Callable[..., hh.PluginSystem], tmp_path: Path
+) -> None:
+    # With run granted, fork is allowed, so only RLIMIT_NPROC would bound the worker's processes:
+    # the kernel does not apply it to uid 0.
+    plugins = tmp_path / "plugins"
+    write_plugin(plugins, "boxed", ACTOR, extra=PROCESS + 'permissions = ["run"]\n')
+    with systems(plugins, [Spec], strict=True, data_dir=tmp_path / "data") as factory:
+        system = factory()
+        system.load_all()
+        assert system.get("boxed").state is hh.PluginState.FAILED
+        assert "processes" in str(system.get("boxed").error)
+        relaxed = factory(strict=False)
+        relaxed.load_all()
+        relaxed.start_all()
+        assert relaxed.get("boxed").state is hh.PluginState.STARTED
+        assert (relaxed.get("boxed").layers or {})["processes"].startswith("unavailable")
+
+
+def test_the_cpu_limit_ends_a_spinning_worker(make: Callable[..., hh.PluginSystem]) -> None:
+    system = make(limits={"cpu_seconds": 1})
+    supervisor_backoff(system, 30)
+    with pytest.raises(hh.ResourceExceeded, match=r"limits\.cpu_seconds"):
+        system.hook.act(what="while True: pass")
+
+
+def test_a_new_worker_that_is_not_healthy_is_not_swapped_in(
+    make: Callable[..., hh.PluginSystem], tmp_path: Path
+) -> None:
+    checked = (
+        ACTOR
+        + """
+    @hh.hookimpl
+    def helix_health_check(self):
+        return "VERSION" == "1"
+"""
+    )
+    system = make(code=checked.replace("VERSION", "1"))
+    old = _worker(system).pid
+    (tmp_path / "plugins" / "boxed" / "plugin.py").write_text(checked.replace("VERSION", "2"))
+    with pytest.raises(hh.ReloadError, match="worker is not healthy"):
+        system.reload("boxed")
+    assert _worker(system).pid == old
+    assert system.hook.act(what="result = os.getpid()") == old
+    wait_for(lambda: len(_worker_processes()) == 1, "the unhealthy new worker to be gone")
+
+
+def test_a_saved_file_reloads_a_process_plugin_in_a_new_worker(
+    make: Callable[..., hh.PluginSystem], tmp_path: Path
+) -> None:
+    system = make(debounce=0.05)
+    old = _worker(system).pid
+    system.watch()
+    plugin_py = tmp_path / "plugins" / "boxed" / "plugin.py"
+    plugin_py.write_text(plugin_py.read_text().replace('"value": value', '"value": ["new", value]'))
+    wait_for(lambda: system.hook.echo(value=1)[0]["value"] == ["new", 1], "the new code to serve")
+    assert _worker(system).pid != old
+    wait_for(lambda: not _alive(old), "the old worker to be retired")

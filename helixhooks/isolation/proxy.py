@@ -30,6 +30,7 @@ from ..errors import (
     RemoteError,
     ResourceExceeded,
     UnsendableValue,
+    WorkerCrashed,
 )
 from ..markers import hookimpl
 from ..plugin import PluginCandidate, PluginContext
@@ -204,6 +205,13 @@ class ProcessPlugin:
             raise _remote_error(self.name, hook, reply["error"], self.config)
         return reply.get("ok")
 
+    def ping(self) -> None:
+        """One round trip to the worker, within health_timeout: it is alive and answering."""
+        worker = self.worker
+        if worker is None:
+            raise WorkerCrashed("its worker is not running", plugin=self.name)
+        worker.request({"op": "ping"}, self.config.health_timeout, phase="health check")
+
     def close(self) -> None:
         """End the worker, if one runs: the plugin is unloaded."""
         worker = self.worker
@@ -373,7 +381,9 @@ def start(
     if entry_point is not None:
         load.update(kind="entry_point", module=entry_point.module, entry=entry_point.attr or None)
     else:
-        load.update(kind=candidate.kind, path=candidate.fspath, entry=info.entry)
+        # Absolute: the worker's working directory is its data directory, not the host's.
+        path = os.path.abspath(candidate.fspath or "")
+        load.update(kind=candidate.kind, path=path, entry=info.entry)
     return ProcessPlugin(
         info.name,
         load,
@@ -395,7 +405,7 @@ def policy(
     ports = None if net is None else sorted({p for s in net if (p := net_scope(s)[1]) is not None})
     if net and any(net_scope(s)[1] is None for s in net):
         ports = None  # a scope without a port: any port of that host, which the kernel cannot say
-    location = candidate.fspath
+    location = os.path.abspath(candidate.fspath) if candidate.fspath else None
     return {
         "parent_pid": os.getpid(),
         "limits": {

@@ -142,6 +142,7 @@ class _RunGuard:
     def __call__(self, event: str, args: tuple[Any, ...]) -> None:
         if event not in self._EVENTS:
             return
+        program: Any
         if event == "os.system":
             program = "/bin/sh"
         elif event == "subprocess.Popen":
