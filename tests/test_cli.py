@@ -73,7 +73,7 @@ def test_run_starts_in_dependency_order_and_stops_in_reverse() -> None:
     stopped = [line.split()[2] for line in lines if " stopped " in line]
     assert started.index("tokenizer") < started.index("analyzer") < started.index("reporter")
     assert stopped.index("reporter") < stopped.index("analyzer") < stopped.index("tokenizer")
-    assert "5 plugin(s) running for 0.5s" in result.stdout
+    assert "6 plugin(s) running for 0.5s" in result.stdout
 
 
 def test_run_stops_cleanly_on_sigterm() -> None:
@@ -96,7 +96,7 @@ def test_run_stops_cleanly_on_sigterm() -> None:
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "stopping" in out
-    assert out.count(" stopped ") == 5
+    assert out.count(" stopped ") == 6
 
 
 def test_graph_text_and_dot() -> None:

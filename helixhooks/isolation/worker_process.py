@@ -223,7 +223,7 @@ class WorkerProcess:
         if self.ended is None:
             try:
                 self.request({"op": "stop"}, timeout, phase="worker stop")
-            except SandboxError as exc:  # already gone, or killed: either way it no longer runs
+            except HelixError as exc:  # already gone, or killed: either way it no longer runs
                 _logger.debug("plugin %r: stopping its worker: %s", self.name, exc)
         try:
             self.process.wait(timeout=timeout)
