@@ -69,15 +69,24 @@ class Supervisor:
                 hint="fix the crash (see the plugin's log), then restart or reload it",
             )
             gave_up.__cause__ = error
-            self._fail(name, gave_up)
+            self._take_out(name, gave_up)
             return
-        self._fail(name, error)
+        if not self._take_out(name, error):
+            return
         timer = threading.Timer(delay, self._bring_back, (name, proxy))
         timer.daemon = True
         timer.name = f"helixhooks-restart-{name}"
         with self._lock:
             self._timers = {t for t in self._timers if t.is_alive()} | {timer}
         timer.start()
+
+    def _take_out(self, name: str, error: HelixError) -> bool:
+        try:
+            self._fail(name, error)
+        except HelixError as exc:  # the host unloaded it meanwhile: nothing left to restart
+            _logger.debug("plugin %r is gone, not restarted: %s", name, exc)
+            return False
+        return True
 
     def _bring_back(self, name: str, proxy: ProcessPlugin) -> None:
         if self._serving(name, proxy, True) is None:

@@ -93,6 +93,7 @@ class WorkerProcess:
             hello: Any = self._channel.receive()
         except TimeoutError:
             self.kill(PluginTimeout(self.name, "worker start", timeout))
+            self._wait_ended(timeout)  # a failed load leaves no process behind
             raise PluginTimeout(
                 self.name,
                 "worker start",
@@ -287,6 +288,7 @@ class WorkerProcess:
     def _broken(self, why: str) -> WorkerCrashed:
         error = WorkerCrashed(why, plugin=self.name)
         self.kill(error)
+        self._wait_ended(5.0)
         return error
 
 

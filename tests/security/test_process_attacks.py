@@ -31,6 +31,10 @@ def needs(*layers: str) -> pytest.MarkDecorator:
     return pytest.mark.skipif(bool(missing), reason="; ".join(missing) or "available")
 
 
+# An exception in a worker's monitor or output thread is a bug the test must not pass over.
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+
+
 class Spec:
     @hh.hookspec(firstresult=True)
     def attack(self, code: str) -> object:
