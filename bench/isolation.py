@@ -11,8 +11,8 @@ Run from the repo root: ``.venv/bin/python bench/isolation.py`` (``--quick`` for
    and decoding with ``json`` and ``struct``: the floor any process boundary with JSON costs.
    Shapes, each on both sides with the same payload: 1 argument (a short string); 3 arguments;
    a 2 KB dict argument; a firstresult hook. Each round times ``--calls`` calls per side per
-   shape, the sides taking turns; per call latency; p50 and p99 per side are the medians over
-   rounds of each round's percentile.
+   shape, the sides alternating call by call (the first side alternating by round), so both
+   are as warm; p50 and p99 per side are the medians over rounds of each round's percentile.
 2. Cold start. Ours: ``load_all() + start_all()`` of that plugin and its first call answered
    (spawn, confinement, handshake, import of the plugin and helixhooks in the worker). Anchor:
    spawning the bare child and its first echo. Medians of interleaved runs. What each layer
@@ -22,6 +22,7 @@ Run from the repo root: ``.venv/bin/python bench/isolation.py`` (``--quick`` for
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import socket
 import statistics
@@ -146,15 +147,6 @@ def make_system(root: Path) -> hh.PluginSystem:
     return hh.PluginSystem(config, specs=[Spec])
 
 
-def latencies(call: Callable[[], object], count: int) -> list[float]:
-    found = []
-    for _ in range(count):
-        began = time.perf_counter()
-        call()
-        found.append(time.perf_counter() - began)
-    return found
-
-
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
@@ -174,13 +166,20 @@ def round_trips(system: hh.PluginSystem, bare: BareChild, rounds: int, calls: in
         for _ in range(max(calls // 10, 20)):  # both warm
             ours_call(**args)
             bare.call(hook, args)
+        ours_fn = functools.partial(ours_call, **args)
+        anchor_fn = functools.partial(bare.call, hook, args)
         for index in range(rounds):
-            sides = [("ours", lambda: ours_call(**args)), ("anchor", lambda: bare.call(hook, args))]
-            for side, call in sides if index % 2 == 0 else reversed(sides):
-                times = latencies(call, calls)
-                into = ours if side == "ours" else anchor
-                into["p50"].append(percentile(times, 0.50))
-                into["p99"].append(percentile(times, 0.99))
+            # Call by call, the sides alternating: both are exactly as warm (caches, CPU state).
+            first, second = (ours_fn, anchor_fn) if index % 2 == 0 else (anchor_fn, ours_fn)
+            times: dict[Callable[[], object], list[float]] = {ours_fn: [], anchor_fn: []}
+            for _ in range(calls):
+                for call in (first, second):
+                    began = time.perf_counter()
+                    call()
+                    times[call].append(time.perf_counter() - began)
+            for side, into in ((ours_fn, ours), (anchor_fn, anchor)):
+                into["p50"].append(percentile(times[side], 0.50))
+                into["p99"].append(percentile(times[side], 0.99))
         a50, o50 = statistics.median(anchor["p50"]), statistics.median(ours["p50"])
         a99, o99 = statistics.median(anchor["p99"]), statistics.median(ours["p99"])
         met = "met" if o50 <= 1.5 * a50 else "NOT met"

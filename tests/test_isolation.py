@@ -19,7 +19,6 @@ from helixhooks.isolation import proxy, worker_process
 
 from ._plugins import systems, wait_for, write_plugin
 
-
 # An exception in a worker's monitor or output thread is a bug the test must not pass over.
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 

@@ -143,10 +143,25 @@ class ProcessPlugin:
         self, attribute: str, argnames: tuple[str, ...], opts: dict[str, Any]
     ) -> Callable[..., Any]:
         hook = opts.get("specname") or attribute
+        if not hook.startswith("helix_"):
+            return _capability(attribute, hook, argnames, opts, self._send)
         call = functools.partial(self._call, attribute, hook, argnames)
         if hook == "helix_init":
             return _marked(attribute, argnames, opts, self._remote_init(call))
         return _marked(attribute, argnames, opts, call)
+
+    def _send(self, message: dict[str, Any], hook: str) -> Any:
+        """A host hook's call (no ``ctx``, under call_timeout): the hot path, kept short."""
+        worker = self.worker
+        if worker is None:
+            raise WorkerCrashed("its worker is not running", plugin=self.name)
+        try:
+            reply = worker.request(message, self.config.call_timeout, phase=f"call {hook}")
+        except (TypeError, ValueError, RecursionError, wire.ProtocolError) as exc:
+            raise _unsendable(self.name, hook, message, exc) from None
+        if "error" in reply:
+            raise _remote_error(self.name, hook, reply["error"], self.config)
+        return reply.get("ok")
 
     def _remote_init(self, call: Callable[..., Any]) -> Callable[..., Any]:
         def init(*args: Any) -> Any:
@@ -250,6 +265,29 @@ def _marked(
     namespace: dict[str, Any] = {"_call": call}
     exec(compile(source, f"<process hook {name}>", "exec"), namespace)
     marked: Callable[..., Any] = hookimpl(**opts)(namespace[name])
+    return marked
+
+
+def _capability(
+    attribute: str,
+    hook: str,
+    argnames: Sequence[str],
+    opts: Mapping[str, Any],
+    send: Callable[[dict[str, Any], str], Any],
+) -> Callable[..., Any]:
+    """``attribute(<argnames>)`` building its message as a literal: no loop, no lookups.
+
+    Every name is an identifier not starting with ``_`` (see _identifier), embedded with repr.
+    """
+    params = ", ".join(argnames)
+    args = ", ".join(f"{name!r}: {name}" for name in argnames)
+    source = (
+        f"def {attribute}({params}):\n"
+        f"    return _send({{'op': 'call', 'hook': {attribute!r}, 'args': {{{args}}}}}, {hook!r})\n"
+    )
+    namespace: dict[str, Any] = {"_send": send}
+    exec(compile(source, f"<process hook {attribute}>", "exec"), namespace)
+    marked: Callable[..., Any] = hookimpl(**opts)(namespace[attribute])
     return marked
 
 

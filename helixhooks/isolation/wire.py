@@ -42,8 +42,7 @@ class ChannelClosed(ProtocolError):
 def encode(message: object, *, max_frame: int = MAX_FRAME) -> bytes:
     """``message`` as one frame. Raises TypeError or ValueError for what JSON cannot carry
     (including NaN and infinities, which are not JSON), ProtocolError for a frame too large."""
-    # ASCII escapes carry any str, lone surrogates (from undecodable file names) included.
-    data = json.dumps(message, allow_nan=False, separators=(",", ":")).encode("ascii")
+    data = _ENCODER.encode(message).encode("ascii")
     if len(data) > max_frame:
         raise ProtocolError(f"a frame of {len(data)} bytes is over the limit of {max_frame}")
     return _HEADER.pack(len(data)) + data
@@ -53,7 +52,7 @@ def decode(payload: bytes) -> Any:
     """The message in one frame's payload; anything else than valid JSON is a ProtocolError."""
     try:
         text = payload.decode("utf-8")
-        return json.loads(text, parse_int=_int, parse_constant=_constant)
+        return _DECODER.decode(text)
     except UnicodeDecodeError as exc:
         raise ProtocolError(f"a frame that is not UTF-8: {exc}") from None
     except RecursionError:
@@ -70,6 +69,13 @@ def _int(text: str) -> int:
 
 def _constant(text: str) -> float:
     raise ValueError(f"{text} is not JSON")
+
+
+# Made once: json.dumps and json.loads with any option build a new coder per call, which costs
+# more than coding a small message. ASCII escapes carry any str, lone surrogates (from
+# undecodable file names) included.
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+_DECODER = json.JSONDecoder(parse_int=_int, parse_constant=_constant)
 
 
 def length(header: bytes, *, max_frame: int = MAX_FRAME) -> int:
@@ -121,16 +127,35 @@ class Channel:
     def receive(self) -> Any:
         """The next message; raises ChannelClosed at the end, socket.timeout past the socket's.
 
-        A timeout between frames loses nothing; one in the middle of a frame leaves the channel
-        unusable (the host kills the worker then).
+        A timeout loses nothing, even in the middle of a frame: what was read stays buffered.
         """
-        return read_frame(self._read, max_frame=self.max_frame)
+        buffer = self._buffer
+        if len(buffer) < _HEADER.size:
+            buffer = self._fill(buffer, _HEADER.size)
+        end = _HEADER.size + length(buffer[: _HEADER.size], max_frame=self.max_frame)
+        if len(buffer) < end:
+            buffer = self._fill(buffer, end)
+        self._buffer = buffer[end:]
+        return decode(buffer[_HEADER.size : end])
 
-    def _read(self, size: int) -> bytes:
-        if not self._buffer:
-            self._buffer = self.sock.recv(max(size, 1 << 16))
-        data, self._buffer = self._buffer[:size], self._buffer[size:]
-        return data
+    def _fill(self, buffer: bytes, size: int) -> bytes:
+        chunks, have = [buffer], len(buffer)
+        try:
+            while have < size:
+                # At least a whole small answer per call; at most 1 MiB, however large the frame.
+                chunk = self.sock.recv(max(min(size - have, 1 << 20), 1 << 16))
+                if not chunk:
+                    clean = have == 0
+                    raise ChannelClosed(
+                        "the peer closed the channel"
+                        + ("" if clean else " in the middle of a frame"),
+                        clean=clean,
+                    )
+                chunks.append(chunk)
+                have += len(chunk)
+        finally:
+            self._buffer = b"".join(chunks)
+        return self._buffer
 
     def close(self) -> None:
         self.sock.close()

@@ -59,6 +59,7 @@ class WorkerProcess:
         self._replies: dict[int, dict[str, Any]] = {}
         self._waiting: set[int] = set()
         self._reading = False
+        self._followers = 0  # callers waiting for the reader to hand them their answer
         self._ids = itertools.count(1)
         self._send_lock = threading.Lock()
         self._killed_for: HelixError | None = None
@@ -113,14 +114,14 @@ class WorkerProcess:
         return hello
 
     def request(self, message: dict[str, Any], timeout: float | None, *, phase: str) -> Any:
-        """Send ``message`` and return the worker's answer to it (its ``ok`` or ``error``).
+        """Send ``message`` (its "id" is set here) and return the worker's answer to it.
 
         Past ``timeout`` the worker's process group is killed and PluginTimeout raised; a worker
         that dies meanwhile raises its WorkerCrashed or ResourceExceeded. TypeError or
         ValueError: ``message`` holds what JSON cannot carry (nothing was sent).
         """
-        ident = next(self._ids)
-        frame = wire.encode({**message, "id": ident})
+        ident = message["id"] = next(self._ids)
+        frame = wire.encode(message)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             if self.ended is not None:
@@ -128,45 +129,56 @@ class WorkerProcess:
             self._waiting.add(ident)
         try:
             self._send(frame, deadline)
-            return self._await(ident, deadline, phase, timeout)
-        finally:
+        except BaseException:
             with self._cond:
                 self._waiting.discard(ident)
-                self._replies.pop(ident, None)
+            raise
+        return self._await(ident, deadline, phase, timeout)
 
     def _send(self, frame: bytes, deadline: float | None) -> None:
         with self._send_lock:
             left = None if deadline is None else max(deadline - time.monotonic(), 0.001)
             try:
-                self._sender.settimeout(left)
+                _set_timeout(self._sender, left)
                 self._sender.sendall(frame)
             except OSError as exc:
                 # It died, or stopped reading: _await reports which, as the monitor sees it.
                 _logger.debug("plugin %r: sending to its worker failed: %s", self.name, exc)
 
     def _await(self, ident: int, deadline: float | None, phase: str, timeout: float | None) -> Any:
-        with self._cond:
-            while True:
-                if ident in self._replies:
-                    return self._replies.pop(ident)
-                if self.ended is not None:
-                    raise _again(self.ended)
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    break
-                if self._reading:
-                    self._cond.wait(remaining)
-                    continue
-                self._reading = True
-                self._cond.release()
-                try:
-                    message = self._read(remaining)
-                finally:
-                    self._cond.acquire()
-                    self._reading = False
-                    self._cond.notify_all()
-                if message is not None:
-                    self._deliver(message)
+        """The answer to ``ident``: read by this thread when nobody else reads, else handed over."""
+        cond = self._cond
+        with cond:
+            try:
+                while True:
+                    reply = self._replies.pop(ident, None)
+                    if reply is not None:
+                        return reply
+                    if self.ended is not None:
+                        raise _again(self.ended)
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        break
+                    if self._reading:
+                        self._followers += 1
+                        try:
+                            cond.wait(remaining)
+                        finally:
+                            self._followers -= 1
+                        continue
+                    self._reading = True
+                    cond.release()
+                    try:
+                        message = self._read(remaining)
+                    finally:
+                        cond.acquire()
+                        self._reading = False
+                    if message is not None:
+                        self._deliver(message)
+                    if self._followers:
+                        cond.notify_all()  # an answer for one of them, or the reading to take
+            finally:
+                self._waiting.discard(ident)
         assert timeout is not None
         error = PluginTimeout(
             self.name,
@@ -181,7 +193,7 @@ class WorkerProcess:
     def _read(self, timeout: float | None) -> dict[str, Any] | None:
         """One answer, or None when ``timeout`` passed first (between frames: nothing is lost)."""
         try:
-            self._reader.settimeout(timeout)
+            _set_timeout(self._reader, timeout)
             message = self._channel.receive()
         except TimeoutError:
             return None
@@ -209,7 +221,6 @@ class WorkerProcess:
             )
             return
         self._replies[ident] = message
-        self._cond.notify_all()
 
     def _wait_for_exit(self) -> None:
         """The worker closed its channel: it is exiting, or must be made to."""
@@ -304,6 +315,13 @@ def _spawn(worker_end: socket.socket, env: Mapping[str, str], cwd: str) -> subpr
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group: a timeout kills all it forked too
     )
+
+
+def _set_timeout(sock: socket.socket, timeout: float | None) -> None:
+    # Each change is a system call (blocking mode on or off); a call without a limit, the
+    # common case, changes nothing.
+    if timeout is not None or sock.gettimeout() is not None:
+        sock.settimeout(timeout)
 
 
 def _kill_group(pid: int) -> None:
