@@ -22,6 +22,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <fcntl.h>
 #include <frameobject.h> /* 3.10: the frame's f_globals */
 #include <stdint.h>
 #include <string.h>
@@ -56,10 +57,18 @@ static PyObject *PyFrame_GetGlobals(PyFrameObject *frame)
 #define PyObject_GetOptionalAttr _PyObject_LookupAttr
 #endif
 
+/* What an event is to the guard while no plugin admitted is held to read scopes. */
+typedef enum {
+    CHECKED, /* looked at */
+    READ,    /* not looked at: install's reads (a directory listing) */
+    OPEN,    /* CPython's "open": not looked at when it opens for reading */
+} Kind;
+
 typedef struct {
     uint32_t hash;
     const char *name; /* NULL: an empty slot; else the UTF-8 of `str`, which owns it */
     PyObject *str;    /* passed to the callback: no string made per call */
+    Kind kind;
 } Entry;
 
 static Entry *table;
@@ -70,6 +79,7 @@ static char first[256];
 static PyObject *callback;
 static PyInterpreterState *home; /* the interpreter that installed the hook, whose callback it is */
 static int engaged;
+static int reads = 1; /* whether some plugin admitted is held to read scopes (set_engaged) */
 
 static uint32_t fnv1a(const char *s)
 {
@@ -250,6 +260,36 @@ static int plugin_may_act(void)
     return found;
 }
 
+/* Whether an "open" event, (path, mode, flags), opens for writing, as _guard._writes tells: a
+ * mode str with a letter other than r, b, t, U (w, a, x, +); no mode (os.open), a write bit in
+ * flags. -1: cannot tell (arguments CPython does not pass; a str subclass's strip() is its own). */
+static int opens_to_write(PyObject *args)
+{
+    if (PyTuple_GET_SIZE(args) < 3) {
+        return -1;
+    }
+    PyObject *mode = PyTuple_GET_ITEM(args, 1);
+    if (PyUnicode_CheckExact(mode)) {
+        for (Py_ssize_t i = 0; i < PyUnicode_GET_LENGTH(mode); i++) {
+            Py_UCS4 c = PyUnicode_READ_CHAR(mode, i);
+            if (c != 'r' && c != 'b' && c != 't' && c != 'U') {
+                return 1;
+            }
+        }
+        return 0;
+    }
+    PyObject *flags = PyTuple_GET_ITEM(args, 2);
+    if (PyUnicode_Check(mode) || !(flags == Py_None || PyLong_CheckExact(flags))) {
+        return -1;
+    }
+    long value = flags == Py_None ? 0 : PyLong_AsLong(flags);
+    if (value == -1 && PyErr_Occurred()) {
+        PyErr_Clear(); /* out of a long's range: the guard's Python decides */
+        return -1;
+    }
+    return (value & (O_WRONLY | O_RDWR | O_APPEND | O_CREAT | O_TRUNC)) != 0;
+}
+
 static int hook(const char *event, PyObject *args, void *unused)
 {
     (void)unused;
@@ -259,6 +299,11 @@ static int hook(const char *event, PyObject *args, void *unused)
     Entry *e = lookup(event, fnv1a(event));
     /* The hook is the whole runtime's: a subinterpreter's events must not run our callback. */
     if (e->name == NULL || PyInterpreterState_Get() != home) {
+        return 0;
+    }
+    /* Reads are held to scopes only by a plugin that declares some: with none admitted, the
+     * guard lets every read go, whoever makes it. */
+    if (!reads && (e->kind == READ || (e->kind == OPEN && opens_to_write(args) == 0))) {
         return 0;
     }
     PyThreadState *tstate = PyThreadState_Get();
@@ -282,22 +327,43 @@ static int hook(const char *event, PyObject *args, void *unused)
 }
 
 PyDoc_STRVAR(install_doc,
-"install(callback, names, module_owner, acting, threads, tag, /)\n--\n\n"
+"install(callback, names, reads, module_owner, acting, threads, tag, /)\n--\n\n"
 "Add the audit hook, once per process: while engaged, it calls callback(event, args) for the\n"
 "events named in the tuple names, and for no other, unless no plugin may be acting: none of the\n"
 "stack's modules has an owner by module_owner(name), the current thread (threads[ident], as\n"
 "threading.current_thread() finds it) has None or no attribute tag, the ContextVar acting is\n"
-"None.");
+"None. While set_engaged says reads are not checked, the events in reads (some of names) and\n"
+"\"open\" for reading are not either.");
+
+/* The entry of each str in `names`, NULL for one that is not: after an exception set. */
+static Entry *entry_of(PyObject *str)
+{
+    const char *name = PyUnicode_Check(str) ? PyUnicode_AsUTF8(str) : NULL;
+    if (name == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "the event names must be str");
+        }
+        return NULL;
+    }
+    uint32_t h = fnv1a(name);
+    Entry *e = lookup(name, h);
+    if (e->name == NULL) {
+        *e = (Entry){h, name, Py_NewRef(str), strcmp(name, "open") == 0 ? OPEN : CHECKED};
+        first[(unsigned char)name[0]] = 1;
+    }
+    return e;
+}
 
 static PyObject *install(PyObject *module, PyObject *const *argv, Py_ssize_t argc)
 {
     (void)module;
-    if (argc != 6 || !PyCallable_Check(argv[0]) || !PyTuple_Check(argv[1])
-        || !PyCallable_Check(argv[2]) || !PyContextVar_CheckExact(argv[3])
-        || !PyDict_CheckExact(argv[4]) || !PyUnicode_Check(argv[5])) {
+    if (argc != 7 || !PyCallable_Check(argv[0]) || !PyTuple_Check(argv[1])
+        || !PyTuple_Check(argv[2]) || !PyCallable_Check(argv[3])
+        || !PyContextVar_CheckExact(argv[4]) || !PyDict_CheckExact(argv[5])
+        || !PyUnicode_Check(argv[6])) {
         PyErr_SetString(PyExc_TypeError,
-                        "install(callback, names, module_owner, acting, threads, tag): a callable, "
-                        "a tuple of str, a callable, a ContextVar, a dict, a str");
+                        "install(callback, names, reads, module_owner, acting, threads, tag): a "
+                        "callable, two tuples of str, a callable, a ContextVar, a dict, a str");
         return NULL;
     }
     if (table != NULL) {
@@ -307,7 +373,7 @@ static PyObject *install(PyObject *module, PyObject *const *argv, Py_ssize_t arg
     if (dunder_name == NULL && (dunder_name = PyUnicode_InternFromString("__name__")) == NULL) {
         return NULL;
     }
-    Py_ssize_t count = PyTuple_GET_SIZE(argv[1]);
+    Py_ssize_t count = PyTuple_GET_SIZE(argv[1]) + PyTuple_GET_SIZE(argv[2]);
     size_t size = 8;
     while (size < 2 * (size_t)count) {
         size *= 2;
@@ -317,28 +383,23 @@ static PyObject *install(PyObject *module, PyObject *const *argv, Py_ssize_t arg
         return PyErr_NoMemory();
     }
     mask = size - 1;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *str = PyTuple_GET_ITEM(argv[1], i);
-        const char *name = PyUnicode_Check(str) ? PyUnicode_AsUTF8(str) : NULL;
-        if (name == NULL) {
-            if (!PyErr_Occurred()) {
-                PyErr_SetString(PyExc_TypeError, "the event names must be str");
-            }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(argv[1]); i++) {
+        if (entry_of(PyTuple_GET_ITEM(argv[1], i)) == NULL) {
             goto fail;
         }
-        uint32_t h = fnv1a(name);
-        Entry *e = lookup(name, h);
-        if (e->name == NULL) {
-            Py_INCREF(str);
-            *e = (Entry){h, name, str};
-            first[(unsigned char)name[0]] = 1;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(argv[2]); i++) {
+        Entry *e = entry_of(PyTuple_GET_ITEM(argv[2], i));
+        if (e == NULL) {
+            goto fail;
         }
+        e->kind = READ;
     }
     callback = Py_NewRef(argv[0]);
-    module_owner = Py_NewRef(argv[2]);
-    acting = Py_NewRef(argv[3]);
-    threads = Py_NewRef(argv[4]);
-    tag = Py_NewRef(argv[5]);
+    module_owner = Py_NewRef(argv[3]);
+    acting = Py_NewRef(argv[4]);
+    threads = Py_NewRef(argv[5]);
+    tag = Py_NewRef(argv[6]);
     home = PyInterpreterState_Get();
     /* Raises "sys.addaudithook" first: a hook there already may refuse (then nothing is added). */
     if (PySys_AddAuditHook(hook, NULL) < 0) {
@@ -362,15 +423,21 @@ fail:
 }
 
 PyDoc_STRVAR(set_engaged_doc,
-"set_engaged(flag, /)\n--\n\n"
-"Whether the hook looks at events at all (some plugin admitted); off, it returns at once.\n"
-"Called whenever what module_owner answers may have changed: the answers kept are dropped.");
+"set_engaged(flag, reads=True, /)\n--\n\n"
+"Whether the hook looks at events at all (some plugin admitted); off, it returns at once. And\n"
+"whether it looks at reads (some plugin admitted is held to read scopes). Called whenever what\n"
+"module_owner answers may have changed: the answers kept are dropped.");
 
-static PyObject *set_engaged(PyObject *module, PyObject *flag)
+static PyObject *set_engaged(PyObject *module, PyObject *const *argv, Py_ssize_t argc)
 {
     (void)module;
-    int value = PyObject_IsTrue(flag);
-    if (value < 0) {
+    if (argc < 1 || argc > 2) {
+        PyErr_SetString(PyExc_TypeError, "set_engaged(flag, reads=True)");
+        return NULL;
+    }
+    int value = PyObject_IsTrue(argv[0]);
+    int checked = argc < 2 ? 1 : PyObject_IsTrue(argv[1]);
+    if (value < 0 || checked < 0) {
         return NULL;
     }
     PyObject *fresh = PyDict_New();
@@ -380,6 +447,7 @@ static PyObject *set_engaged(PyObject *module, PyObject *flag)
     Py_XSETREF(owners, fresh);
     epoch++;
     engaged = value;
+    reads = checked;
     Py_RETURN_NONE;
 }
 
@@ -397,7 +465,7 @@ static PyObject *note_tag(PyObject *module, PyObject *unused)
 
 static PyMethodDef methods[] = {
     {"install", (PyCFunction)(void (*)(void))install, METH_FASTCALL, install_doc},
-    {"set_engaged", set_engaged, METH_O, set_engaged_doc},
+    {"set_engaged", (PyCFunction)(void (*)(void))set_engaged, METH_FASTCALL, set_engaged_doc},
     {"note_tag", note_tag, METH_NOARGS, note_tag_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -129,7 +129,7 @@ def _count_engaged() -> None:
     _engaged = len(_roots) + _executing
     _owner_of = {}
     if _set_engaged is not None:
-        _set_engaged(_engaged > 0)
+        _set_engaged(_engaged > 0, _read_scoped > 0)
 
 
 def _count_reads(owner: Owner, change: int) -> None:
@@ -140,7 +140,7 @@ def _count_reads(owner: Owner, change: int) -> None:
 
 # helixhooks._audit's switch, and what tells it that threads have tags to look for, when its C
 # hook is the one installed (see _install).
-_set_engaged: Callable[[bool], None] | None = None
+_set_engaged: Callable[[bool, bool], None] | None = None
 _note_tag: Callable[[], None] | None = None
 
 
@@ -159,9 +159,14 @@ def _install() -> None:
                     # A C hook that calls _audit only while engaged, for the events in _CHECKS,
                     # when a plugin may be acting by _acting_owner's rules, which it applies to
                     # the same state: _module_owner's answers, the thread's tag as
-                    # threading.current_thread() finds it (in threading._active), _acting.
+                    # threading.current_thread() finds it (in threading._active), _acting. Like
+                    # _audit, it lets reads (listings, opens for reading) go while no plugin
+                    # admitted declares read scopes.
+                    reads = tuple(name for name, check in _CHECKS.items() if check is _listing)
                     threads = vars(threading)["_active"]
-                    front.install(_audit, tuple(_CHECKS), _module_owner, _acting, threads, _TAG)
+                    front.install(
+                        _audit, tuple(_CHECKS), reads, _module_owner, _acting, threads, _TAG
+                    )
                     _set_engaged, _note_tag = front.set_engaged, front.note_tag
                 if sys.version_info < (3, 12):
                     # No audit event for a thread's start before 3.12: tag it in start().

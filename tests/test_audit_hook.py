@@ -78,7 +78,7 @@ def test_the_guard_installs_the_c_hook_where_it_is_built() -> None:
     _guard._install()
     assert _guard._set_engaged is _audit.set_engaged
     with pytest.raises(RuntimeError, match="installed already"):
-        _audit.install(_guard._audit, (), _guard._module_owner, _guard._acting, {}, "tag")
+        _audit.install(_guard._audit, (), (), _guard._module_owner, _guard._acting, {}, "tag")
 
 
 @pytest.mark.parametrize(
@@ -228,3 +228,54 @@ def test_a_frames_module_name_is_read_as_the_python_guard_reads_it(
     finally:
         _guard.release("helixtest_odd", owner)
     assert not (tmp_path / "written").exists()
+
+
+# An "open" event's (mode, flags): builtins.open's modes, and os.open's flags (mode None).
+OPENS = [
+    *((mode, 0) for mode in ("r", "rb", "rt", "U", "rU", "w", "wb", "a", "x", "r+", "+")),
+    *(
+        (None, flags)
+        for flags in (
+            os.O_RDONLY,
+            os.O_RDONLY | os.O_CLOEXEC,
+            os.O_WRONLY,
+            os.O_RDWR,
+            os.O_RDONLY | os.O_APPEND,
+            os.O_RDONLY | os.O_CREAT,
+            os.O_RDONLY | os.O_TRUNC,
+        )
+    ),
+]
+
+
+@pytest.mark.parametrize("read_scoped", [False, True], ids=["no read scopes", "read scoped"])
+@pytest.mark.parametrize(("mode", "flags"), OPENS)
+def test_an_open_is_looked_at_as_the_guard_tells_a_write_from_a_read(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    read_scoped: bool,
+    mode: str | None,
+    flags: int,
+) -> None:
+    # One "open" event raised from an admitted module's frame: whether the guard looks for the
+    # acting plugin. A read is looked at only while some plugin admitted declares read scopes;
+    # either front lets it go before walking the stack (the C one in C), by _writes' rule.
+    walks: list[object] = []
+    acting_owner = _guard._acting_owner
+
+    def counted(frame: types.FrameType | None) -> _guard.Owner | None:
+        walks.append(frame)
+        return acting_owner(frame)
+
+    monkeypatch.setattr(_guard, "_acting_owner", counted)
+    module = types.ModuleType("helixtest_opener.mod")
+    exec("import sys\ndef opens(*args):\n    sys.audit('open', *args)\n", module.__dict__)
+    asked = ["write", f"read={tmp_path}"] if read_scoped else ["write"]
+    owner = _guard.Owner("opener", PermissionSet.parse(asked), lambda error: None)
+    args = (str(tmp_path / "file"), mode, flags)
+    _guard.admit("helixtest_opener", owner)
+    try:
+        module.opens(*args)
+    finally:
+        _guard.release("helixtest_opener", owner)
+    assert len(walks) == (1 if read_scoped or _guard._writes(args) else 0)
