@@ -4,7 +4,8 @@
  * (copy.deepcopy raises "builtins.id" once per object). Calling a hook written in Python costs
  * ~0.2 us per event even when it returns at once. This one returns in a few ns (on top of the
  * ~45 ns CPython spends on any hook, building the event's arguments) unless a plugin is admitted
- * (set_engaged) and the event is one the guard checks (install's names).
+ * (set_engaged) and the event is one the guard checks (install's names; a read only while some
+ * plugin admitted is held to read scopes).
  *
  * Even then most such events are the host's own (its file writes, renames, reads): no plugin
  * frame on the stack, the thread not one a plugin started, no Sandbox.execute under way. The
