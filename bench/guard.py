@@ -25,9 +25,11 @@ the hook's share of it smaller).
      at every open for reading too (with none, it skips reads).
 
    The workload runs on the host's own thread with no plugin code on its stack, so each event
-   the guard checks walks the whole stack to find no plugin frame. Plugins: 5 directory plugins
-   (plugin.toml + plugin.py, one host hook each); two declare ``net=api.example.com:443`` and
-   ``write=./data`` (ours+read: ``read=./data`` as well); ``entry_point_group=None``.
+   the guard checks walks the whole stack to find no plugin frame: in C with the C hook, which
+   then returns without calling into Python; in Python with the Python hook. Plugins: 5
+   directory plugins (plugin.toml + plugin.py, one host hook each); two declare
+   ``net=api.example.com:443`` and ``write=./data`` (ours+read: ``read=./data`` as well);
+   ``entry_point_group=None``.
 
    The workload, one repetition, called ``--depth`` frames deep (a host's request handler is
    some tens of frames deep, and the guard's walk is linear in it):
@@ -43,9 +45,10 @@ the hook's share of it smaller).
    run). The audited events one repetition raises are counted in one "ours" run, after its
    timings, by a second audit hook: 43,212 ``builtins.id`` (``copy.deepcopy`` calls ``id()`` for
    every object it visits), 300 ``open`` for writing, 300 ``os.rename``, 300 ``open`` for
-   reading, 30 ``os.listdir``, and the ``sys._getframe`` the guard's own walks raise. Each run
-   times one warm-up and then 7 repetitions (3 with ``--quick``) and reports their median; each
-   side's figure is the median over its runs.
+   reading, 30 ``os.listdir``, and ``sys._getframe``: one raised by this script (``_call_at``),
+   and with the Python hook one per event its walk looks at (the C hook's walk raises none).
+   Each run times one warm-up and then 7 repetitions (3 with ``--quick``) and reports their
+   median; each side's figure is the median over its runs.
 
    Then, in every run, single events: ``open(path, "rb")`` and ``open(path, "wb")`` of a small
    file with the opening frame 10, ``--depth`` and 100 frames deep, ``os.listdir`` of a 10-entry
@@ -415,7 +418,8 @@ def host_workload(runs: int, reps: int, depth: int, io_dir: str) -> None:
     for name, count in census.items():
         single = _STANDS_FOR.get(name, "").format(depth=depth)
         if not single:
-            print(f"{name:<16}{count:>7}   (raised by the guard's own walks: counted in theirs)")
+            note = "_call_at's, and the Python hook's walks: counted in theirs"
+            print(f"{name:<16}{count:>7}   ({note})")
             continue
         print(
             f"{name:<16}{count:>7}"

@@ -10,8 +10,11 @@ running host or library code on its behalf is held to its permissions too. ``San
 names the plugin explicitly, for host code run on a plugin's behalf.
 
 The hook is C where ``helixhooks._audit`` was built: it calls ``_audit`` only while some plugin is
-admitted, and only for the events in ``_CHECKS``, so every other audited event in the process
-(``id()`` raises one) costs next to nothing; where it was not, ``_audit`` is the hook itself.
+admitted, only for the events in ``_CHECKS``, and only when a plugin may be acting by
+``_acting_owner``'s rules, which it applies in C to the same state. So every other audited event
+in the process (``id()`` raises one) costs next to nothing, and so does walking the stack for the
+host's own checked events (its writes, renames, reads), with no plugin on it. Where it was not
+built, ``_audit`` is the hook itself.
 
 It stops mistakes and records violations; it is not a security boundary (docs/security.md).
 Audit hooks cannot be removed, so there is one per process, installed on first use; each
@@ -126,7 +129,7 @@ def _count_engaged() -> None:
     _engaged = len(_roots) + _executing
     _owner_of = {}
     if _set_engaged is not None:
-        _set_engaged(_engaged > 0)
+        _set_engaged(_engaged > 0, _read_scoped > 0)
 
 
 def _count_reads(owner: Owner, change: int) -> None:
@@ -135,12 +138,14 @@ def _count_reads(owner: Owner, change: int) -> None:
         _read_scoped += change
 
 
-# helixhooks._audit's switch, when its C hook is the one installed (see _install).
-_set_engaged: Callable[[bool], None] | None = None
+# helixhooks._audit's switch, and what tells it that threads have tags to look for, when its C
+# hook is the one installed (see _install).
+_set_engaged: Callable[[bool, bool], None] | None = None
+_note_tag: Callable[[], None] | None = None
 
 
 def _install() -> None:
-    global _installed, _set_engaged
+    global _installed, _set_engaged, _note_tag
     if not _installed:
         with _roots_lock:
             if not _installed:
@@ -151,9 +156,18 @@ def _install() -> None:
                     # checks, but every audited event in the process pays a call into Python.
                     sys.addaudithook(_audit)
                 else:
-                    # A C hook that calls _audit only while engaged, for the events in _CHECKS.
-                    front.install(_audit, tuple(_CHECKS))
-                    _set_engaged = front.set_engaged
+                    # A C hook that calls _audit only while engaged, for the events in _CHECKS,
+                    # when a plugin may be acting by _acting_owner's rules, which it applies to
+                    # the same state: _module_owner's answers, the thread's tag as
+                    # threading.current_thread() finds it (in threading._active), _acting. Like
+                    # _audit, it lets reads (listings, opens for reading) go while no plugin
+                    # admitted declares read scopes.
+                    reads = tuple(name for name, check in _CHECKS.items() if check is _listing)
+                    threads = vars(threading)["_active"]
+                    front.install(
+                        _audit, tuple(_CHECKS), reads, _module_owner, _acting, threads, _TAG
+                    )
+                    _set_engaged, _note_tag = front.set_engaged, front.note_tag
                 if sys.version_info < (3, 12):
                     # No audit event for a thread's start before 3.12: tag it in start().
                     start = _tagging_start(threading.Thread.start)
@@ -220,7 +234,7 @@ def _acting_owner(frame: FrameType | None) -> Owner | None:
         if owner is not None:
             return owner  # type: ignore[return-value]  # not _UNSEEN, checked above
         frame = frame.f_back
-    tagged: Owner | None = getattr(threading.current_thread(), "_helix_owner", None)
+    tagged: Owner | None = getattr(threading.current_thread(), _TAG, None)
     return tagged if tagged is not None else _acting.get()
 
 
@@ -244,7 +258,13 @@ def _tag(thread: threading.Thread, frame: FrameType | None) -> None:
         return  # the host's own workers, which run many plugins' calls
     owner = _acting_owner(frame)
     if owner is not None:
-        thread._helix_owner = owner  # type: ignore[attr-defined]
+        setattr(thread, _TAG, owner)
+        if _note_tag is not None:
+            _note_tag()
+
+
+# The attribute of a thread a plugin started: that plugin's owner.
+_TAG = "_helix_owner"
 
 
 def _allowed(owner: Owner, permission: str, target: object) -> bool:
