@@ -255,29 +255,53 @@ def test_metrics_port_without_prometheus_client_is_a_usage_error(examples: Path)
     assert "pip install 'helixhooks[prometheus]'" in result.stderr
 
 
-def test_run_shows_calls_that_raise_and_skips_hooks_nobody_declares(tmp_path: Path) -> None:
+def test_run_shows_calls_that_raise_denials_and_health_changes(tmp_path: Path) -> None:
     (tmp_path / "spec.py").write_text(
         "import helixhooks as hh\nclass Spec:\n    @hh.hookspec\n    def shout(self, text): ...\n"
     )
     write_plugin(
         tmp_path / "plugins",
         "grumpy",
-        "import helixhooks as hh\nclass Plugin:\n    @hh.hookimpl\n    def shout(self, text):\n"
-        "        raise ValueError(f'not shouting {text}')\n",
+        f"""
+        import helixhooks as hh
+
+        class Plugin:
+            @hh.hookimpl
+            def shout(self, text):
+                open({str(tmp_path / "not-granted")!r}, "w")
+        """,
+    )
+    write_plugin(
+        tmp_path / "plugins",
+        "moody",
+        """
+        import helixhooks as hh
+
+        class Plugin:
+            checks = 0
+
+            @hh.hookimpl
+            def helix_health_check(self):
+                self.checks += 1
+                return self.checks > 3 or "warming up"
+        """,
     )
     (tmp_path / "helixhooks.toml").write_text(
         'plugin_dirs = ["plugins"]\nentry_point_group = false\nhookspecs = ["spec.py:Spec"]\n'
-        'run_interval = 0.1\n[[run_calls]]\nhook = "shout"\nargs = { text = "hi" }\n'
-        '[[run_calls]]\nhook = "whisper"\n'
+        "health_interval = 0.05\nrun_interval = 0.1\n"
+        '[[run_calls]]\nhook = "shout"\nargs = { text = "hi" }\n[[run_calls]]\nhook = "whisper"\n'
     )
-    result = _command("run", "--duration", "0.5", "--snapshot", "s.json", cwd=tmp_path)
+    result = _command("run", "--duration", "1.5", "--snapshot", "s.json", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert (
-        "run_calls: no hook named 'whisper', not calling it (the host's hooks: shout)"
-        in result.stdout
-    )
-    assert re.search(r"\d raised +shout\n +ValueError: not shouting hi\n", result.stdout)
-    *_, row = (line for line in result.stdout.splitlines() if line.startswith("grumpy "))
+    out = result.stdout
+    assert "run_calls: no hook named 'whisper', not calling it (the host's hooks: shout)" in out
+    assert re.search(r"\d permission_denied grumpy 1\.0\.0\n +plugin 'grumpy': .*write", out), out
+    assert re.search(r"\d raised +shout\n +PermissionDenied: plugin 'grumpy'", out), out
+    lines = [line.split(maxsplit=2)[1:] for line in out.splitlines() if " moody " in line]
+    kinds = [kind for kind, rest in lines if rest.startswith("moody")]
+    assert kinds.index("health_failed") < kinds.index("restarted") < kinds.index("health_recovered")
+    assert "unhealthy 3 times in a row: warming up" in out
+    *_, row = (line for line in out.splitlines() if line.startswith("grumpy "))
     calls, errors = row.split()[3:5]  # the exit table's row, after the startup one
     assert calls == errors != "0"
 
