@@ -1,4 +1,4 @@
-"""The ``helixhooks`` command: list, check, run, graph and info for hosts and plugin authors.
+"""The ``helixhooks`` command: list, check, run, stats, graph and info for hosts and plugin authors.
 
 Output rules: stdout carries the report (and only the JSON with ``--json``); what plugins print
 while they load, start and are checked goes to stderr. A problem is printed once, in the report:
@@ -49,6 +49,8 @@ if TYPE_CHECKING:
     from .prometheus import MetricsServer
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+# How often `run` rewrites its snapshot file.
+SNAPSHOT_EVERY = 2.0
 
 # The common options, accepted before the command (stored under these prefixed names) and after.
 _TOP = "top_"
@@ -307,7 +309,7 @@ def _list(config: Config, args: argparse.Namespace, out: TextIO) -> int:
         )
     else:
         rows = [(c.info.name, c.info.version, c.kind, c.location) for c in candidates]
-        _table(("NAME", "VERSION", "KIND", "SOURCE"), rows, out)
+        PlainView(out).table(("NAME", "VERSION", "KIND", "SOURCE"), rows)
         if not candidates:
             print(_nothing_found(config), file=out)
         _print_warnings(warnings, out)
@@ -348,7 +350,7 @@ def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
         )
         for p in plugins
     ]
-    _table(("NAME", "VERSION", "STATE", "HEALTH", "MESSAGE"), rows, out)
+    PlainView(out).table(("NAME", "VERSION", "STATE", "HEALTH", "MESSAGE"), rows)
     for plugin in plugins:
         if plugin.get("info"):
             print(f"\n{plugin['name']} says (helix_info):", file=out)
@@ -481,10 +483,6 @@ def _run(config: Config, args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-# How often `run` rewrites its snapshot file.
-SNAPSHOT_EVERY = 2.0
-
-
 def _serve(
     system: PluginSystem,
     view: PlainView,
@@ -514,7 +512,9 @@ def _serve(
         if keep_snapshot and now >= next_snapshot:
             keep_snapshot = _snapshot(snapshot, system, view, running=True)
             next_snapshot = now + SNAPSHOT_EVERY
-        wake = min(end, next_call if calls else math.inf, next_snapshot if keep_snapshot else end)
+        wake = min(
+            end, next_call if calls else math.inf, next_snapshot if keep_snapshot else math.inf
+        )
         if now >= end or stop.wait(min(max(wake - time.monotonic(), 0.0), threading.TIMEOUT_MAX)):
             return
 
@@ -584,14 +584,11 @@ def _stats(config: Config, args: argparse.Namespace, out: TextIO) -> int:
         status = "still running"
     else:
         status = "its process is gone (killed?)"
-    print(
-        f"helixhooks run, pid {data['pid']}: {status}; figures of {written} ({age:.0f}s ago)",
-        file=out,
-    )
-    view = PlainView(out)
+    view = make_view(out)
+    view.text(f"helixhooks run, pid {data['pid']}: {status}; figures of {written} ({age:.0f}s ago)")
     view.table(STATS_HEADER, [table_cells(row) for row in data["plugins"]])
     if not data["plugins"]:
-        print("no plugins", file=out)
+        view.text("no plugins")
     return EXIT_OK
 
 
@@ -727,15 +724,6 @@ def _print_problems(problems: Sequence[Problem], out: TextIO) -> None:
         print(f"\n{len(problems)} problem(s):", file=out)
         for problem in problems:
             print(f"  {problem.name or '?'}: {problem.reason}\n    at {problem.source}", file=out)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO) -> None:
-    if not rows:
-        return
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
-    for row in (header, *rows):
-        cells = (str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
-        print("  ".join(cells).rstrip(), file=out)
 
 
 def _candidate_data(candidate: PluginCandidate) -> dict[str, Any]:
