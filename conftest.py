@@ -41,3 +41,11 @@ def plugins(tmp_path: Path) -> Path:
     directory = tmp_path / "plugins"
     directory.mkdir()
     return directory
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """`helixhooks run` keeps a snapshot in the user's state directory: the tests' go elsewhere."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+        yield

@@ -1,4 +1,4 @@
-"""The ``helixhooks`` command: list, check, run, graph and info for hosts and plugin authors.
+"""The ``helixhooks`` command: list, check, run, stats, graph and info for hosts and plugin authors.
 
 Output rules: stdout carries the report (and only the JSON with ``--json``); what plugins print
 while they load, start and are checked goes to stderr. A problem is printed once, in the report:
@@ -14,26 +14,43 @@ import inspect
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
 
 from . import __version__
-from .config import Config
+from ._live import (
+    STATS_HEADER,
+    PlainView,
+    default_snapshot,
+    make_view,
+    read_snapshot,
+    stats_rows,
+    table_cells,
+    write_snapshot,
+)
+from .config import Config, HookCall
 from .dependencies import DependencyResolver
 from .discovery import MANIFEST, Discovery
 from .errors import HelixError
+from .hookspecs import LIFECYCLE_HOOKS
 from .markers import PROJECT_NAME
-from .plugin import PluginCandidate, PluginEvent, PluginInfo, PluginState, Problem
+from .plugin import PluginCandidate, PluginInfo, PluginState, Problem
 from .system import PluginSystem
 
+if TYPE_CHECKING:
+    from .prometheus import MetricsServer
+
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+# How often `run` rewrites its snapshot file.
+SNAPSHOT_EVERY = 2.0
 
 # The common options, accepted before the command (stored under these prefixed names) and after.
 _TOP = "top_"
@@ -75,6 +92,22 @@ def _duration(text: str) -> float:
             "until Ctrl-C)"
         )
     return seconds
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)")
+    return int(text)
+
+
+def _add_snapshot(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--snapshot",
+        type=Path,
+        help=f"{what} (default: run-<hash of the plugin dirs>.json in "
+        "$XDG_STATE_HOME/helixhooks or ~/.local/state/helixhooks, so `run` and `stats` with "
+        "the same config agree)",
+    )
 
 
 def _add_common(parser: argparse.ArgumentParser, prefix: str = "") -> None:
@@ -142,7 +175,28 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="reload a plugin when its files change (as hot_reload = true in the config does)",
     )
+    sub.add_argument(
+        "--metrics-port",
+        type=_port,
+        help="serve Prometheus metrics at http://ADDR:PORT/metrics (0: any free port); needs "
+        "the helixhooks[prometheus] extra",
+    )
+    sub.add_argument(
+        "--metrics-addr",
+        default="127.0.0.1",
+        help="the address --metrics-port listens on (default 127.0.0.1; 0.0.0.0 for every one)",
+    )
+    _add_snapshot(sub, "write the per-plugin figures there every few seconds and at exit")
     sub.set_defaults(command=_run)
+
+    sub = commands.add_parser(
+        "stats",
+        parents=[common],
+        help="the per-plugin figures of a `helixhooks run` (running or ended), from its snapshot",
+    )
+    _add_snapshot(sub, "the snapshot `helixhooks run` writes")
+    sub.add_argument("--json", action="store_true", help="the snapshot as it is")
+    sub.set_defaults(command=_stats)
 
     sub = commands.add_parser("graph", parents=[common], help="the dependency order")
     sub.add_argument("--format", choices=("text", "dot"), default="text")
@@ -255,7 +309,7 @@ def _list(config: Config, args: argparse.Namespace, out: TextIO) -> int:
         )
     else:
         rows = [(c.info.name, c.info.version, c.kind, c.location) for c in candidates]
-        _table(("NAME", "VERSION", "KIND", "SOURCE"), rows, out)
+        PlainView(out).table(("NAME", "VERSION", "KIND", "SOURCE"), rows)
         if not candidates:
             print(_nothing_found(config), file=out)
         _print_warnings(warnings, out)
@@ -296,7 +350,7 @@ def _check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
         )
         for p in plugins
     ]
-    _table(("NAME", "VERSION", "STATE", "HEALTH", "MESSAGE"), rows, out)
+    PlainView(out).table(("NAME", "VERSION", "STATE", "HEALTH", "MESSAGE"), rows)
     for plugin in plugins:
         if plugin.get("layers"):
             print(f"\n{plugin['name']} runs in a worker process, confined by:", file=out)
@@ -378,14 +432,20 @@ def _implements(plugin: object, hook: str) -> bool:
 def _run(config: Config, args: argparse.Namespace, out: TextIO) -> int:
     if args.watch:
         config = attrs.evolve(config, hot_reload=True)
+    view = make_view(out)
     system = PluginSystem(config)
     starting = [True]
-    system.subscribe(lambda event: _print_event(event, out, brief=starting[0]))
+    system.subscribe(lambda event: view.event(event, brief=starting[0]))
     stop = threading.Event()
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
     }
+    server = None
     try:
+        if args.metrics_port is not None:
+            # Before loading: a scrape sees plugins come up, and a busy port stops us first.
+            server = _serve_metrics(system, args)
+            view.text(f"serving metrics at {server.url}")
         with _collecting() as collected:
             system.load_all()
             system.start_all()
@@ -394,34 +454,159 @@ def _run(config: Config, args: argparse.Namespace, out: TextIO) -> int:
             (name, system.get(name).version, system.get(name).state.value)
             for name in system.names()
         ]
-        print(file=out)
-        _table(("NAME", "VERSION", "STATE"), rows, out)
+        view.text()
+        view.table(("NAME", "VERSION", "STATE"), rows)
         problems = system.problems
         names = system.names() + [p.name for p in problems if p.name]
         _print_warnings(collected.warnings(problems, config.unknown_plugin_config(names)), out)
         _print_problems(problems, out)
         started = sum(1 for row in rows if row[2] == PluginState.STARTED.value)
         if not started:
-            print(
+            view.text(
                 "\nno plugin is running: "
-                + ("see the problems above" if rows or problems else _nothing_found(config)),
-                file=out,
-                flush=True,
+                + ("see the problems above" if rows or problems else _nothing_found(config))
             )
             system.stop_all()
             return EXIT_PROBLEMS
         until = f"for {args.duration:g}s" if args.duration is not None else "until Ctrl-C"
-        print(f"\n{started} plugin(s) running {until}", file=out, flush=True)
+        view.text(f"\n{started} plugin(s) running {until}")
         if config.hot_reload:
             watched = ", ".join(str(d) for d in config.plugin_dirs if d.is_dir())
-            print(f"watching {watched or 'no plugin dir'} for changes", file=out, flush=True)
-        stop.wait(args.duration)
-        print("stopping", file=out, flush=True)
+            view.text(f"watching {watched or 'no plugin dir'} for changes")
+        snapshot = args.snapshot or default_snapshot(config)
+        _serve(system, view, stop, args.duration, snapshot)
+        figures = stats_rows(system)  # as they were while serving, states included
+        view.text("stopping")
         system.stop_all()
+        view.text("\nper plugin, while it served (calls of its hooks, lifecycle hooks aside):")
+        view.table(STATS_HEADER, [table_cells(row) for row in figures])
+        if _snapshot(snapshot, system, view, running=False, rows=figures):
+            view.text(f"figures kept in {snapshot} (helixhooks stats)")
     finally:
+        if server is not None:
+            server.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return EXIT_OK
+
+
+def _serve(
+    system: PluginSystem,
+    view: PlainView,
+    stop: threading.Event,
+    duration: float | None,
+    snapshot: Path,
+) -> None:
+    """Until ``stop`` is set or ``duration`` is over: make the config's run_calls on their
+    interval, showing what they return, and keep the snapshot file fresh."""
+    calls = _callable(system, view)
+    interval = system.config.run_interval
+    now = time.monotonic()
+    end = math.inf if duration is None else now + duration
+    next_call = next_snapshot = now
+    keep_snapshot = True
+    while True:
+        now = time.monotonic()
+        if calls and now >= next_call:
+            for call in calls:
+                try:
+                    result = getattr(system.hook, call.hook)(**call.args)
+                except Exception as exc:  # noqa: BLE001 - a plugin's error is shown, not fatal
+                    view.call(call.hook, error=exc)
+                else:
+                    view.call(call.hook, result)
+            next_call = max(next_call + interval, time.monotonic())
+        if keep_snapshot and now >= next_snapshot:
+            keep_snapshot = _snapshot(snapshot, system, view, running=True)
+            next_snapshot = now + SNAPSHOT_EVERY
+        wake = min(
+            end, next_call if calls else math.inf, next_snapshot if keep_snapshot else math.inf
+        )
+        if now >= end or stop.wait(min(max(wake - time.monotonic(), 0.0), threading.TIMEOUT_MAX)):
+            return
+
+
+def _callable(system: PluginSystem, view: PlainView) -> list[HookCall]:
+    """The config's run_calls that name a hook the host declares; the others are reported."""
+    calls = []
+    for call in system.config.run_calls:
+        if getattr(system.hook, call.hook, None) is None:
+            declared = ", ".join(sorted(n for n in vars(system.hook) if n not in LIFECYCLE_HOOKS))
+            view.text(
+                f"run_calls: no hook named {call.hook!r}, not calling it (the host's hooks: "
+                f"{declared or 'none; give the hookspecs with --hookspecs'})"
+            )
+        else:
+            calls.append(call)
+    return calls
+
+
+def _snapshot(
+    path: Path,
+    system: PluginSystem,
+    view: PlainView,
+    *,
+    running: bool,
+    rows: list[dict[str, Any]] | None = None,
+) -> bool:
+    """Write the snapshot; False (said once) if it cannot be written: serving goes on."""
+    try:
+        write_snapshot(path, system, running=running, rows=rows)
+    except OSError as exc:
+        view.text(
+            f"cannot write the snapshot {path}: {exc.strerror}; `stats` will not see this run"
+        )
+        return False
+    return True
+
+
+def _serve_metrics(system: PluginSystem, args: argparse.Namespace) -> MetricsServer:
+    try:
+        from .prometheus import serve
+    except ImportError as exc:
+        raise HelixError(
+            f"--metrics-port needs prometheus_client, which is not installed ({exc})",
+            hint="pip install 'helixhooks[prometheus]'",
+        ) from None
+    try:
+        return serve(system, args.metrics_port, args.metrics_addr)
+    except OSError as exc:
+        raise HelixError(
+            f"cannot serve metrics on {args.metrics_addr}:{args.metrics_port}: {exc.strerror}",
+            hint="pick another --metrics-port, or 0 for any free one",
+        ) from exc
+
+
+def _stats(config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    path = args.snapshot or default_snapshot(config)
+    data = read_snapshot(path)
+    if args.json:
+        _dump(data, out)
+        return EXIT_OK
+    written = time.strftime("%H:%M:%S", time.localtime(data["written_at"]))
+    age = time.time() - data["written_at"]
+    if not data["running"]:
+        status = "the run has ended"
+    elif _alive(data["pid"]):
+        status = "still running"
+    else:
+        status = "its process is gone (killed?)"
+    view = make_view(out)
+    view.text(f"helixhooks run, pid {data['pid']}: {status}; figures of {written} ({age:.0f}s ago)")
+    view.table(STATS_HEADER, [table_cells(row) for row in data["plugins"]])
+    if not data["plugins"]:
+        view.text("no plugins")
+    return EXIT_OK
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process by now: alive, though maybe not ours
+    return True
 
 
 def _graph(config: Config, args: argparse.Namespace, out: TextIO) -> int:
@@ -525,15 +710,6 @@ def _nothing_found(config: Config) -> str:
     )
 
 
-def _print_event(event: PluginEvent, out: TextIO, *, brief: bool = False) -> None:
-    took = f"  ({event.duration * 1000:.1f} ms)" if event.duration is not None else ""
-    line = f"{time.strftime('%H:%M:%S')} {event.kind:<8} {event.name} {event.version or ''}{took}"
-    # While starting up, a failure's reason is printed with the problems that follow, once.
-    if event.error is not None and not (brief and event.kind in ("failed", "held_back")):
-        line += f"\n           {event.error}"
-    print(line, file=out, flush=True)
-
-
 def _print_mapping(data: Mapping[str, Any], out: TextIO, indent: str = "") -> None:
     if not data:
         return
@@ -555,15 +731,6 @@ def _print_problems(problems: Sequence[Problem], out: TextIO) -> None:
         print(f"\n{len(problems)} problem(s):", file=out)
         for problem in problems:
             print(f"  {problem.name or '?'}: {problem.reason}\n    at {problem.source}", file=out)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO) -> None:
-    if not rows:
-        return
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
-    for row in (header, *rows):
-        cells = (str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
-        print("  ".join(cells).rstrip(), file=out)
 
 
 def _candidate_data(candidate: PluginCandidate) -> dict[str, Any]:

@@ -89,6 +89,18 @@ def _limits(value: Limits | Mapping[str, Any]) -> Limits:
     return value if isinstance(value, Limits) else Limits(**value)
 
 
+@attrs.frozen
+class HookCall:
+    """A hook ``helixhooks run`` calls on every tick, with these keyword arguments."""
+
+    hook: str
+    args: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
+
+
+def _hook_calls(value: Iterable[HookCall | Mapping[str, Any]]) -> tuple[HookCall, ...]:
+    return tuple(call if isinstance(call, HookCall) else HookCall(**call) for call in value)
+
+
 def _plugin_config(value: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     return {name: dict(table) for name, table in value.items()}
 
@@ -114,6 +126,8 @@ class Config:
     confinement layer this machine lacks (see Sandbox.capabilities) rather than run it less
     confined; ``data_dir`` holds each plugin's own directory (its worker's working directory),
     by default ``helixhooks-<uid>`` in the temporary directory.
+    ``run_calls`` are hooks ``helixhooks run`` calls every ``run_interval`` seconds, showing
+    what they return: the command's stand-in for a host's own work.
     """
 
     plugin_dirs: tuple[Path, ...] = attrs.field(default=(Path("./plugins"),), converter=_paths)
@@ -137,6 +151,8 @@ class Config:
     hookspecs: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     strict: bool = False
     data_dir: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    run_calls: tuple[HookCall, ...] = attrs.field(default=(), converter=_hook_calls)
+    run_interval: float = attrs.field(default=1.0, validator=_positive)
 
     def config_for(self, name: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
         """A plugin's config: its manifest defaults with the host's table for it merged over.
@@ -228,6 +244,8 @@ class Config:
             ]
         if "limits" in values:
             _check_limits(values["limits"], where)
+        if "run_calls" in values:
+            _check_calls(values["run_calls"], where)
         try:
             return cls(**values)
         except (TypeError, ValueError) as exc:
@@ -334,6 +352,7 @@ _DURATIONS = {
     "health_timeout": 5,
     "health_interval": 10,
     "call_timeout": 5,
+    "run_interval": 2,
 }
 _LIMIT_TYPES: dict[str, tuple[type, ...]] = {
     "memory_mb": (int,),
@@ -400,6 +419,30 @@ def _check_limits(limits: Mapping[str, Any], where: str | None) -> None:
             )
 
 
+def _check_calls(calls: list[Mapping[str, Any]], where: str | None) -> None:
+    example = 'write each as [[run_calls]] with hook = "name" and args = { key = value }'
+    for position, call in enumerate(calls, 1):
+        unknown = sorted(set(call) - {"hook", "args"})
+        if unknown:
+            raise ManifestError(
+                f"run_calls entry {position} has unknown key(s): {', '.join(map(repr, unknown))}",
+                path=where,
+                hint=example,
+            )
+        if not isinstance(call.get("hook"), str):
+            raise ManifestError(
+                f'run_calls entry {position} needs hook = "name" (a string)',
+                path=where,
+                hint=example,
+            )
+        if not isinstance(call.get("args", {}), Mapping):
+            raise ManifestError(
+                f"run_calls entry {position}: args must be a table of keyword arguments",
+                path=where,
+                hint=example,
+            )
+
+
 _NUMBER = (int, float)
 _KEY_TYPES: dict[str, tuple[type, ...] | str] = {
     "plugin_dirs": "paths",
@@ -419,6 +462,8 @@ _KEY_TYPES: dict[str, tuple[type, ...] | str] = {
     "hookspecs": "strings",
     "strict": (bool,),
     "data_dir": (str,),
+    "run_calls": "list of tables",
+    "run_interval": _NUMBER,
 }
 
 
@@ -438,6 +483,8 @@ def _is_instance(value: Any, expected: tuple[type, ...] | str) -> bool:
         return isinstance(value, Mapping) and all(isinstance(t, Mapping) for t in value.values())
     if expected == "table":
         return isinstance(value, Mapping)
+    if expected == "list of tables":
+        return isinstance(value, list) and all(isinstance(t, Mapping) for t in value)
     assert isinstance(expected, tuple)
     # bool is an int subclass; a number key given `true` is a mistake, not 1.
     if isinstance(value, bool) and bool not in expected:
@@ -454,6 +501,7 @@ def _describe(expected: tuple[type, ...] | str) -> str:
         "tables": "a table of plugin name -> table",
         "table": "a table",
         "strings": "a list of strings",
+        "list of tables": "a list of tables",
     }
     if isinstance(expected, str):
         return words[expected]

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import threading
 from pathlib import Path
 
 import pytest
 
-from helixhooks.config import Config, Limits
+from helixhooks.config import Config, HookCall, Limits
 from helixhooks.errors import ManifestError
 
 
@@ -138,6 +139,7 @@ DURATION_KEYS = [
     "watch_interval",
     "debounce",
     "call_timeout",
+    "run_interval",
 ]
 
 
@@ -301,3 +303,33 @@ def test_unknown_plugin_config_tables_are_named_with_a_guess() -> None:
     assert "[plugin_config.analyser]" in warnings[0] and "did you mean 'analyzer'?" in warnings[0]
     assert "[plugin_config.ghost]" in warnings[1]
     assert config.unknown_plugin_config(["analyser", "ghost", "tokenizer"]) == []
+
+
+def test_run_calls_are_read_as_hook_calls(tmp_path: Path) -> None:
+    path = tmp_path / "helixhooks.toml"
+    path.write_text(
+        'run_interval = 0.5\n[[run_calls]]\nhook = "report"\nargs = { text = "hi" }\n'
+        '[[run_calls]]\nhook = "tick"\n'
+    )
+    config = Config.from_file(path)
+    assert config.run_interval == 0.5
+    assert config.run_calls == (HookCall("report", {"text": "hi"}), HookCall("tick"))
+    assert Config(run_calls=[{"hook": "x", "args": {"a": 1}}]).run_calls[0].args == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ('[[run_calls]]\nhook = "a"\nargz = {}\n', "entry 1 has unknown key(s): 'argz'"),
+        ("[[run_calls]]\nhook = 1\n", 'entry 1 needs hook = "name"'),
+        ('[[run_calls]]\nhook = "a"\nargs = [1]\n', "args must be a table"),
+        ('run_calls = ["report"]\n', "must be a list of tables"),
+        ("run_interval = 0\n", "'run_interval' must be a finite number of seconds > 0"),
+    ],
+)
+def test_bad_run_calls_are_clear(tmp_path: Path, body: str, fragment: str) -> None:
+    path = tmp_path / "helixhooks.toml"
+    path.write_text(body)
+    with pytest.raises(ManifestError, match=re.escape(fragment)) as caught:
+        Config.from_file(path)
+    assert caught.value.path == str(path)
