@@ -13,6 +13,7 @@ with ``{"id": N, "ok": value}`` or ``{"id": N, "error": {"type", "message", "tra
 from __future__ import annotations
 
 import json
+import math
 import socket
 import struct
 from collections.abc import Callable
@@ -41,7 +42,8 @@ class ChannelClosed(ProtocolError):
 
 def encode(message: object, *, max_frame: int = MAX_FRAME) -> bytes:
     """``message`` as one frame. Raises TypeError or ValueError for what JSON cannot carry
-    (including NaN and infinities, which are not JSON), ProtocolError for a frame too large."""
+    (including NaN and infinities, which are not JSON), RecursionError for a value nested too
+    deeply, ProtocolError for a frame too large."""
     data = _ENCODER.encode(message).encode("ascii")
     if len(data) > max_frame:
         raise ProtocolError(f"a frame of {len(data)} bytes is over the limit of {max_frame}")
@@ -62,9 +64,17 @@ def decode(payload: bytes) -> Any:
 
 
 def _int(text: str) -> int:
-    if len(text) > MAX_DIGITS:
-        raise ValueError(f"an integer of {len(text)} digits (the limit is {MAX_DIGITS})")
+    digits = len(text) - text.startswith("-")
+    if digits > MAX_DIGITS:
+        raise ValueError(f"an integer of {digits} digits (the limit is {MAX_DIGITS})")
     return int(text)
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e400: JSON has no infinity, and encode would refuse to send it on
+        raise ValueError(f"the number {text[:40]} is too large for a float")
+    return value
 
 
 def _constant(text: str) -> float:
@@ -75,7 +85,7 @@ def _constant(text: str) -> float:
 # more than coding a small message. ASCII escapes carry any str, lone surrogates (from
 # undecodable file names) included.
 _ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
-_DECODER = json.JSONDecoder(parse_int=_int, parse_constant=_constant)
+_DECODER = json.JSONDecoder(parse_int=_int, parse_float=_float, parse_constant=_constant)
 
 
 def length(header: bytes, *, max_frame: int = MAX_FRAME) -> int:
