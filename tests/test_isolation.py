@@ -469,3 +469,38 @@ def test_a_saved_file_reloads_a_process_plugin_in_a_new_worker(
     wait_for(lambda: system.hook.echo(value=1)[0]["value"] == ["new", 1], "the new code to serve")
     assert _worker(system).pid != old
     wait_for(lambda: not _alive(old), "the old worker to be retired")
+
+
+def test_the_worker_dies_with_its_host(tmp_path: Path) -> None:
+    """PR_SET_PDEATHSIG follows the thread that forked: workers are forked from one that lasts."""
+    plugins = tmp_path / "plugins"
+    write_plugin(plugins, "boxed", "class Plugin:\n    pass\n", extra=PROCESS)
+    host = (
+        "import os, sys, threading, helixhooks as hh\n"
+        f"config = hh.Config(plugin_dirs=[{str(plugins)!r}], entry_point_group=None, "
+        f"data_dir={str(tmp_path / 'data')!r})\n"
+        "system = hh.PluginSystem(config)\n"
+        # Loaded from a thread that then ends, as a lifecycle operation's thread may.
+        "t = threading.Thread(target=system.load_all); t.start(); t.join()\n"
+        "system.start_all()\n"
+        "print(system.registry.get('boxed').loaded.plugin.worker.pid, flush=True)\n"
+        "threading.Event().wait()\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", host],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        line = process.stdout.readline()
+        assert line.strip().isdigit(), process.stderr.read()
+        pid = int(line)
+        time.sleep(0.3)
+        assert _alive(pid), "the worker must outlive the thread that loaded it"
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+    wait_for(lambda: not _alive(pid), "the worker to die with its host", timeout=10)
