@@ -328,14 +328,13 @@ def test_a_worker_dying_or_hanging_leaves_the_host_standing(
     attacker: Callable[..., hh.PluginSystem], code: str, error: type[Exception], why: str
 ) -> None:
     system = attacker("ffi", call_timeout=2)
-    crashes: list[hh.PluginEvent] = []
-    system.subscribe(
-        lambda event: crashes.append(event) if event.kind == "worker_crashed" else None
-    )
+    events: list[hh.PluginEvent] = []
+    system.subscribe(events.append)
     with pytest.raises(error, match=why):
         system.hook.attack(code=code)
-    wait_for(lambda: bool(crashes), "the worker_crashed event")
-    assert crashes[0].name == "evil" and why in str(crashes[0].error)
+    wait_for(lambda: any(e.kind == "worker_crashed" for e in events), "the crash event")
+    crash = next(e for e in events if e.kind == "worker_crashed")
+    assert crash.name == "evil" and why in str(crash.error)
     # Back with a new worker (after the backoff), serving as before.
     wait_for(lambda: system.get("evil").state is hh.PluginState.STARTED, "the restart")
     assert system.hook.attack(code="result = 'back'") == "back"
