@@ -486,12 +486,15 @@ def test_the_worker_dies_with_its_host(tmp_path: Path) -> None:
         "print(system.registry.get('boxed').loaded.plugin.worker.pid, flush=True)\n"
         "threading.Event().wait()\n"
     )
+    # The helixhooks under test, wherever this run imports it from.
+    env = {**os.environ, "PYTHONPATH": str(Path(hh.__file__).resolve().parents[1])}
     process = subprocess.Popen(
         [sys.executable, "-c", host],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
+        env=env,
     )
     try:
         assert process.stdout is not None and process.stderr is not None
