@@ -64,8 +64,8 @@ Layers, in the order apply() takes them, and why that order:
    So for a non-root worker it is set *after* entering its own user namespace, where it counts
    only the worker's own tasks, the worker included; the parent namespace's count keeps the
    limit it had. Without a user namespace it would count every process of the uid, the host's
-   included, so it is then reported unavailable. For a root worker it is unavailable; it is not
-   needed when ``run`` is false and seccomp is active, since fork is then refused outright.
+   included, so it is then reported unavailable. For a root worker it is unavailable. Either
+   way it is not needed when ``run`` is false and seccomp is active: fork is refused outright.
 6. ``seccomp``: last, so that none of our own setup has to get past it. Always: ptrace,
    process_vm_readv/writev and io_uring (whose operations seccomp never sees) fail with EPERM.
    ``net`` false: socket fails with EACCES, and socketpair for any family but AF_UNIX (the
@@ -537,9 +537,9 @@ def _checked(result: int, what: str) -> int:
     return result
 
 
-def _syscall(number: int, *args: int) -> int:
+def _syscall(name: str, number: int, *args: int) -> int:
     arguments = (ctypes.c_ulong(arg) for arg in args)
-    return _checked(int(_libc().syscall(ctypes.c_long(number), *arguments)), f"syscall {number}")
+    return _checked(int(_libc().syscall(ctypes.c_long(number), *arguments)), name)
 
 
 def _prctl(what: str, option: int, *args: int) -> None:
@@ -603,7 +603,13 @@ def _write_proc(name: str, text: str) -> None:
 
 def _landlock_abi() -> int:
     try:
-        return _syscall(_LANDLOCK_CREATE_RULESET, 0, 0, _LANDLOCK_CREATE_RULESET_VERSION)
+        return _syscall(
+            "landlock_create_ruleset",
+            _LANDLOCK_CREATE_RULESET,
+            0,
+            0,
+            _LANDLOCK_CREATE_RULESET_VERSION,
+        )
     except OSError as error:
         if error.errno == errno.ENOSYS:
             raise _Unavailable(
@@ -680,7 +686,13 @@ def _restrict(policy: _Policy, fs: int, net: int, scoped: int) -> None:
     # The kernel takes a longer struct than it knows as long as the fields it lacks are zero,
     # which they are: fs, net and scoped were each masked by the ABI already.
     attr = _buffer(struct.pack("=QQQ", fs, net, scoped))
-    ruleset = _syscall(_LANDLOCK_CREATE_RULESET, ctypes.addressof(attr), ctypes.sizeof(attr), 0)
+    ruleset = _syscall(
+        "landlock_create_ruleset",
+        _LANDLOCK_CREATE_RULESET,
+        ctypes.addressof(attr),
+        ctypes.sizeof(attr),
+        0,
+    )
     try:
         if fs:
             read = [*policy.read, *interpreter_paths(), *(_NET_PATHS if policy.net else ())]
@@ -690,9 +702,9 @@ def _restrict(policy: _Policy, fs: int, net: int, scoped: int) -> None:
                 _allow_path(ruleset, path, fs)
         for port in _allowed_ports(policy) if net else ():
             rule = _buffer(struct.pack("=QQ", _NET_CONNECT_TCP, port))
-            _syscall(_LANDLOCK_ADD_RULE, ruleset, _RULE_NET_PORT, ctypes.addressof(rule), 0)
+            _add_rule(ruleset, _RULE_NET_PORT, rule)
         _prctl("PR_SET_NO_NEW_PRIVS", _PR_SET_NO_NEW_PRIVS, 1)
-        _syscall(_LANDLOCK_RESTRICT_SELF, ruleset, 0)
+        _syscall("landlock_restrict_self", _LANDLOCK_RESTRICT_SELF, ruleset, 0)
     finally:
         os.close(ruleset)
 
@@ -713,9 +725,13 @@ def _allow_path(ruleset: int, path: str, access: int) -> None:
             access &= _FS_FILE
         if access:
             rule = _buffer(struct.pack("=Qi", access, fd))
-            _syscall(_LANDLOCK_ADD_RULE, ruleset, _RULE_PATH_BENEATH, ctypes.addressof(rule), 0)
+            _add_rule(ruleset, _RULE_PATH_BENEATH, rule)
     finally:
         os.close(fd)
+
+
+def _add_rule(ruleset: int, kind: int, rule: ctypes.Array[ctypes.c_char]) -> None:
+    _syscall("landlock_add_rule", _LANDLOCK_ADD_RULE, ruleset, kind, ctypes.addressof(rule), 0)
 
 
 def _buffer(data: bytes) -> ctypes.Array[ctypes.c_char]:
@@ -822,8 +838,10 @@ def _deny(number: int, error: int) -> list[Instruction]:
 
 def _allow_only(number: int, test: int, value: int, error: int) -> list[Instruction]:
     """Syscall ``number`` passes when the low word of its first argument passes ``test`` against
-    ``value`` (the kernel reads these arguments as 32-bit ints); otherwise it fails with
-    ``error``. Every path through the block returns, so the next block may reload nothing."""
+    ``value``, and otherwise fails with ``error``. The low word is all there is to look at: the
+    argument is an int the kernel truncates to 32 bits (a family, a pid), or clone's flags,
+    where CLONE_THREAD is. Every path through the block returns, so no block reloads the
+    syscall number."""
     return [
         (_BPF_JEQ, 0, 4, number),
         (_BPF_LD_W_ABS, 0, 0, _DATA_ARGS),
