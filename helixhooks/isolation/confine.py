@@ -95,7 +95,6 @@ import resource
 import signal
 import stat
 import struct
-import subprocess
 import sys
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
@@ -307,6 +306,10 @@ def capabilities() -> dict[str, str]:
     """
     if sys.platform != "linux":
         return {**dict.fromkeys(LAYERS, _UNAVAILABLE + "not Linux"), "landlock-abi": "0"}
+    # Here, not at the top: the host probes, the worker never does, and subprocess is a third of
+    # what loading this file costs the worker otherwise.
+    import subprocess
+
     try:
         done = subprocess.run(
             [sys.executable, "-I", "-c", _PROBE_CODE, os.path.abspath(__file__)],
