@@ -553,6 +553,40 @@ def test_the_interpreter_still_works_confined(child: Child, area: Area) -> None:
     assert failed == {}
 
 
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+
+
+@pytest.mark.skipif(not os.access(DROP_CACHES, os.W_OK), reason="needs root to drop caches")
+def test_proc_self_stays_readable_when_the_kernel_drops_its_dentries(me: Child) -> None:
+    """procfs makes a new inode for /proc/<pid> after its dentry is evicted, and a Landlock rule
+    holds an inode: confine keeps a descriptor open on it. (Evicts the machine's dentry cache.)"""
+    me.require("landlock-fs")
+    code = PRELUDE + textwrap.dedent(
+        """
+        def status():
+            with open("/proc/self/status") as file:
+                file.read()
+        attempt("before", status)
+        sys.stdin.readline()
+        attempt("after", status)
+        """
+    )
+    worker = subprocess.Popen(
+        me.command(code, {}, {}), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert worker.stdout is not None and worker.stdin is not None
+        assert json.loads(worker.stdout.readline())[0] == "report"
+        assert json.loads(worker.stdout.readline()) == ["before", "ok"]
+        DROP_CACHES.write_text("2\n")  # dentries and inodes
+        worker.stdin.write("\n")
+        worker.stdin.close()
+        assert json.loads(worker.stdout.readline()) == ["after", "ok"]
+    finally:
+        worker.kill()
+        worker.wait(TIMEOUT)
+
+
 # --- run ------------------------------------------------------------------------------------------
 
 RUN = """

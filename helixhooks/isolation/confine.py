@@ -56,8 +56,10 @@ Layers, in the order apply() takes them, and why that order:
    namespace, not instead of it); for ``net_ports``, connecting to those ports is allowed and
    binding to none, since a scoped grant is for a client. Landlock has no UDP rules and no
    hosts, so those are left to the guard. Scope (ABI 6): signals and abstract unix sockets are
-   kept inside the worker's domain, so it cannot signal its host. Before rlimits because a low
-   ``open_files`` could starve the descriptors the rules are built from.
+   kept inside the worker's domain, so it cannot signal its host (tracing is kept inside by
+   Landlock at every ABI). One O_PATH descriptor, on /proc/self, stays open: it keeps that
+   rule alive (see _allow_path). Before rlimits because a low ``open_files`` could starve the
+   descriptors the rules are built from.
 4. ``rlimits``: after the unshare (see 5) and before the filter.
 5. ``processes``: RLIMIT_NPROC counts a uid's tasks (threads included) per user namespace, and
    the kernel never applies it to uid 0 (in any namespace: copy_process exempts the root user).
@@ -73,14 +75,16 @@ Layers, in the order apply() takes them, and why that order:
    clone without CLONE_THREAD fail with EPERM, clone3 with ENOSYS (glibc then creates threads
    with clone), and signals may go to the worker itself only (a fallback for kernels without
    Landlock's signal scope). Errors, not kills, so the plugin sees a PermissionError the host
-   can report. x86_64 and aarch64 (little-endian); elsewhere the layer is unavailable.
+   can report; so do syscalls of another ABI (int 0x80, x32), which the rules would not match.
+   x86_64 and aarch64 (little-endian); elsewhere the layer is unavailable.
 
 apply() returns each layer's outcome: ``"active"``, ``"not needed"`` (the policy does not call
-for it), or ``"unavailable: <reason>"``. Under ``strict`` it raises for a needed layer that is
-unavailable: pdeathsig when ``parent_pid`` is given, namespaces when ``net`` is false,
-landlock-fs unless both ``read_all`` and ``write_all``, landlock-net for ``net_ports``,
-landlock-scope when ``run`` is true (otherwise seccomp keeps signals in), rlimits and seccomp
-always, processes as in 5.
+for it), or ``"unavailable: <reason>"``. A layer may be active though not needed (Landlock's net
+rules beside the namespace, its scopes beside seccomp), or unavailable though not needed.
+Under ``strict`` it raises for a needed layer that is unavailable: pdeathsig when
+``parent_pid`` is given, namespaces when ``net`` is false, landlock-fs unless both ``read_all``
+and ``write_all``, landlock-net for ``net_ports``, landlock-scope when ``run`` is true
+(otherwise seccomp keeps signals in), rlimits and seccomp always, processes as in 5.
 """
 
 from __future__ import annotations
@@ -95,7 +99,6 @@ import resource
 import signal
 import stat
 import struct
-import subprocess
 import sys
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
@@ -165,6 +168,7 @@ _NET_PATHS = (
     "/usr/share/ca-certificates",
 )
 _SINKS = ("/dev/null",)
+_PINNED = ("/proc/self",)
 
 # prctl(2) and unshare(2)
 _PR_SET_PDEATHSIG = 1
@@ -307,6 +311,10 @@ def capabilities() -> dict[str, str]:
     """
     if sys.platform != "linux":
         return {**dict.fromkeys(LAYERS, _UNAVAILABLE + "not Linux"), "landlock-abi": "0"}
+    # Here, not at the top: the host probes, the worker never does, and subprocess is a third of
+    # what loading this file costs the worker otherwise.
+    import subprocess
+
     try:
         done = subprocess.run(
             [sys.executable, "-I", "-c", _PROBE_CODE, os.path.abspath(__file__)],
@@ -710,7 +718,9 @@ def _restrict(policy: _Policy, fs: int, net: int, scoped: int) -> None:
 
 
 def _allowed_ports(policy: _Policy) -> tuple[int, ...]:
-    return policy.net_ports or () if policy.net else ()
+    if not policy.net or policy.net_ports is None:
+        return ()
+    return policy.net_ports
 
 
 def _allow_path(ruleset: int, path: str, access: int) -> None:
@@ -727,7 +737,11 @@ def _allow_path(ruleset: int, path: str, access: int) -> None:
             rule = _buffer(struct.pack("=Qi", access, fd))
             _add_rule(ruleset, _RULE_PATH_BENEATH, rule)
     finally:
-        os.close(fd)
+        # A rule holds an inode, and procfs makes a new one for /proc/<pid> each time its dentry
+        # is evicted (under memory pressure), which would drop the rule without a word. The open
+        # descriptor pins the dentry; it stays open for the worker's life.
+        if path not in _PINNED:
+            os.close(fd)
 
 
 def _add_rule(ruleset: int, kind: int, rule: ctypes.Array[ctypes.c_char]) -> None:
