@@ -155,7 +155,7 @@ def test_the_environment_holds_only_what_the_plugin_may_read(
     system = make(extra='permissions = ["env=SHARED"]\n')
     env = system.hook.act(what="result = dict(os.environ)")
     # LC_CTYPE: the interpreter's own locale coercion (PEP 538) in a C-locale environment.
-    assert env.get("SHARED") == "ok" and set(env) <= {"SHARED", "LC_CTYPE"}
+    assert env.get("SHARED") == "ok" and set(env) <= {"SHARED", "LC_CTYPE", "TMPDIR"}
 
 
 def test_the_worker_main_imports_only_the_standard_library() -> None:

@@ -74,8 +74,11 @@ Layers, in the order apply() takes them, and why that order:
    worker's channel is an inherited descriptor). ``run`` false: execve, execveat, fork, vfork and
    clone without CLONE_THREAD fail with EPERM, clone3 with ENOSYS (glibc then creates threads
    with clone), and signals may go to the worker itself only (a fallback for kernels without
-   Landlock's signal scope). Errors, not kills, so the plugin sees a PermissionError the host
-   can report; so do syscalls of another ABI (int 0x80, x32), which the rules would not match.
+   Landlock's signal scope). Always, too: unshare, setns, mount, umount2, pivot_root, bpf,
+   perf_event_open, userfaultfd and the keyring calls (the worker holds every capability in its
+   own user namespace; these are its ways into less trodden kernel code). Errors, not kills, so
+   the plugin sees a PermissionError the host can report; so do syscalls of another ABI (int
+   0x80, x32), which the rules would not match.
    x86_64 and aarch64 (little-endian); elsewhere the layer is unavailable.
 
 apply() returns each layer's outcome: ``"active"``, ``"not needed"`` (the policy does not call
@@ -217,6 +220,19 @@ _DATA_ARCH = 4
 _DATA_ARGS = 16  # args[i] at 16 + 8 * i; the low 32 bits first on a little-endian machine
 _X32_SYSCALL_BIT = 0x40000000
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+_NEVER = (
+    "unshare",
+    "setns",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "keyctl",
+    "add_key",
+    "request_key",
+)
 _SYSCALLS = {
     "x86_64": {
         "socket": 41,
@@ -239,6 +255,17 @@ _SYSCALLS = {
         "io_uring_enter": 426,
         "io_uring_register": 427,
         "clone3": 435,
+        "unshare": 272,
+        "setns": 308,
+        "mount": 165,
+        "umount2": 166,
+        "pivot_root": 155,
+        "bpf": 321,
+        "perf_event_open": 298,
+        "userfaultfd": 323,
+        "keyctl": 250,
+        "add_key": 248,
+        "request_key": 249,
     },
     # asm-generic numbering; aarch64 has no fork or vfork.
     "aarch64": {
@@ -260,6 +287,17 @@ _SYSCALLS = {
         "io_uring_enter": 426,
         "io_uring_register": 427,
         "clone3": 435,
+        "unshare": 97,
+        "setns": 268,
+        "mount": 40,
+        "umount2": 39,
+        "pivot_root": 41,
+        "bpf": 280,
+        "perf_event_open": 241,
+        "userfaultfd": 282,
+        "keyctl": 219,
+        "add_key": 217,
+        "request_key": 218,
     },
 }
 
@@ -824,6 +862,11 @@ def _seccomp_program(machine: str, *, net: bool, run: bool, pid: int) -> list[In
     for name in ("ptrace", "process_vm_readv", "process_vm_writev"):
         program += _deny(numbers[name], errno.EPERM)
     for name in ("io_uring_setup", "io_uring_enter", "io_uring_register"):
+        program += _deny(numbers[name], errno.EPERM)
+    # In its own user namespace the worker holds every capability there: no new namespaces,
+    # mounts, keyrings, BPF programs, perf events or userfaultfd, the usual ways from there to
+    # the kernel's less trodden code.
+    for name in _NEVER:
         program += _deny(numbers[name], errno.EPERM)
     if not net:
         # No new socket at all: a unix socket could reach the host's services by path (Landlock

@@ -422,10 +422,13 @@ def start(
         # Absolute: the worker's working directory is its data directory, not the host's.
         path = os.path.abspath(candidate.fspath or "")
         load.update(kind=candidate.kind, path=path, entry=info.entry)
+    # tempfile's choice, inside what the worker may write (Landlock keeps it out of /tmp).
+    temporary = os.path.join(directory, "tmp")
+    os.makedirs(temporary, exist_ok=True)
     return ProcessPlugin(
         info.name,
         load,
-        env=_environment(permissions),
+        env={**_environment(permissions), "TMPDIR": temporary},
         data_dir=directory,
         config=config,
         on_crash=on_crash,

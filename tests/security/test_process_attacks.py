@@ -366,3 +366,22 @@ def test_a_worker_that_never_answers_the_handshake(tmp_path: Path) -> None:
         system.load_all()
         error = system.get("evil").error
         assert isinstance(error, hh.PluginTimeout) and "worker start" in str(error)
+
+
+@needs("seccomp")
+def test_no_new_namespaces_or_mounts(attacker: Callable[..., hh.PluginSystem]) -> None:
+    code = (
+        "import ctypes\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "result = [(libc.unshare(0x10000000), ctypes.get_errno()),"  # CLONE_NEWUSER
+        " (libc.mount(b'none', b'.', b'tmpfs', 0, None), ctypes.get_errno())]"
+    )
+    assert attacker("ffi").hook.attack(code=code) == [[-1, 1], [-1, 1]]  # EPERM
+
+
+def test_temporary_files_go_to_the_plugin_s_own_directory(
+    attacker: Callable[..., hh.PluginSystem], tmp_path: Path
+) -> None:
+    code = "import tempfile\nwith tempfile.NamedTemporaryFile() as f: result = f.name"
+    name = attacker().hook.attack(code=code)
+    assert Path(name).parent == (tmp_path / "data" / "evil" / "tmp").resolve()
