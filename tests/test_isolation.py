@@ -507,3 +507,43 @@ def test_the_worker_dies_with_its_host(tmp_path: Path) -> None:
         process.kill()
         process.wait(timeout=10)
     wait_for(lambda: not _alive(pid), "the worker to die with its host", timeout=10)
+
+
+@pytest.mark.usefixtures("fast_switching")
+def test_many_threads_call_while_the_plugin_reloads(
+    make: Callable[..., hh.PluginSystem], tmp_path: Path
+) -> None:
+    versioned = ACTOR.replace('"value": value', '"value": value, "generation": GENERATION')
+    plugin_py = tmp_path / "plugins" / "boxed" / "plugin.py"
+    system = make(code=versioned.replace("GENERATION", "0"))
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    seen: list[list[int]] = [[] for _ in range(4)]
+
+    def caller(mine: list[int]) -> None:
+        while not stop.is_set():
+            try:
+                (answer,) = system.hook.echo(value="x")
+            except BaseException as exc:
+                errors.append(exc)
+                return
+            mine.append(answer["generation"])
+
+    threads = [threading.Thread(target=caller, args=(mine,)) for mine in seen]
+    for thread in threads:
+        thread.start()
+    try:
+        for generation in range(1, 9):
+            plugin_py.write_text(versioned.replace("GENERATION", str(generation)))
+            system.reload("boxed")
+            wait_for(lambda g=generation: all(m and m[-1] >= g for m in seen), "calls to go on")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert not errors, errors[:3]
+    assert not any(thread.is_alive() for thread in threads)
+    for mine in seen:
+        # Each thread saw the generations in order: never an older one after a newer one.
+        assert mine == sorted(mine) and mine[-1] == 8
+    wait_for(lambda: len(_worker_processes()) == 1, "every retired worker to be gone")
