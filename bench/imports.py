@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _report import print_results, result
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 2.0
 ANCHOR = "import pluggy"
@@ -118,11 +120,20 @@ def main() -> None:
         ratio = median[OURS] / anchor
         verdict = "met" if ratio <= TARGET else "MISSED"
         print(f"target: {OURS!r} <= {TARGET}x {ANCHOR!r} (wall): {ratio:.2f}x {verdict}")
+        result(
+            f"`{OURS}`, wall time of a fresh process (median of {runs})",
+            anchor=f"`{ANCHOR}` {anchor * 1e3:.1f} ms",
+            ours=f"{median[OURS] * 1e3:.1f} ms",
+            ratio=ratio,
+            target=f"<= {TARGET}x",
+            met=ratio <= TARGET,
+        )
         host = median["host: import PluginSystem"] / anchor
         print(f"the host's full import is {host:.2f}x {ANCHOR!r} (wall) - not the target row")
         print("\nwhere 'from helixhooks import PluginSystem' spends its time (-X importtime):")
         for line in _importtime(ROWS["host: import PluginSystem"], env, cache):
             print("  " + line)
+    print_results()
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from _report import print_results, result
+
 import helixhooks as hh
 
 CHILD = r"""
@@ -187,6 +189,14 @@ def round_trips(system: hh.PluginSystem, bare: BareChild, rounds: int, calls: in
             f"{shape:<12} {a50 * 1e6:>10.1f} {o50 * 1e6:>9.1f} {o50 / a50:>5.2f}x "
             f"{a99 * 1e6:>10.1f} {o99 * 1e6:>9.1f} {o99 / a99:>5.2f}x  {met}"
         )
+        result(
+            f"process-tier hook call round trip, {shape} (p50)",
+            anchor=f"JSON echo to a bare child {a50 * 1e6:.1f} us",
+            ours=f"{o50 * 1e6:.1f} us",
+            ratio=o50 / a50,
+            target="<= 1.5x",
+            met=o50 <= 1.5 * a50,
+        )
 
 
 def cold_starts(root: Path, runs: int) -> None:
@@ -233,6 +243,7 @@ def main() -> None:
             bare.close()
             system.close()
         cold_starts(root, runs)
+    print_results()
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pluggy
+from _report import print_results, result
 
 import helixhooks as hh
 
@@ -237,6 +238,23 @@ def main() -> None:
     print(
         f"(gc-tracked objects: {start_objects} -> {end_objects}, {end_objects - start_objects:+})"
     )
+    result(
+        f"{reloads:,} reloads of one plugin: RSS growth",
+        anchor=f"RSS {mb(start_rss)} MB after {WARMUP} reloads",
+        ours=f"+{mb(grown)} MB",
+        ratio=None,
+        target=f"<= {mb(TARGET_BYTES)} MB",
+        met=grown <= TARGET_BYTES,
+    )
+    result(
+        f"{reloads:,} reloads of one plugin: sys.modules",
+        anchor=f"{start_modules} modules",
+        ours=f"{end_modules} modules",
+        ratio=None,
+        target="flat",
+        met=end_modules <= start_modules,
+    )
+    print_results()
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pluggy
 from _caches import helixhooks_lru_caches
+from _report import print_results, result
 
 import helixhooks as hh
 
@@ -335,9 +336,26 @@ def main() -> None:
     ):
         verdict = "met" if ours / anchor <= TARGET_RATIO else "MISSED"
         print(f"target {label} <= {TARGET_RATIO}x at {TARGET_SIZE}: {ours / anchor:.2f}x {verdict}")
+        result(
+            f"{label} of {TARGET_SIZE} plugins",
+            anchor=f"by hand {anchor * 1e3:.1f} ms",
+            ours=f"{ours * 1e3:.1f} ms",
+            ratio=ours / anchor,
+            target=f"<= {TARGET_RATIO}x",
+            met=ours / anchor <= TARGET_RATIO,
+        )
     for label, side in (("load+start", "ours"), ("close", "close")):
         verdict = "met" if growth[side] <= 1.5 else "MISSED"
         print(f"target {label} linear 100->800 (per-plugin time within 1.5x): {verdict}")
+        anchor_side = "anchor" if side == "ours" else "anchor close"
+        result(
+            f"{label}, linear {first}->{last} plugins: time per plugin at {last} / at {first}",
+            anchor=f"by hand {growth[anchor_side]:.2f}",
+            ours=f"{growth[side]:.2f}",
+            ratio=None,
+            target="<= 1.5",
+            met=growth[side] <= 1.5,
+        )
 
     print(f"\nmemory per loaded+started plugin, {MEMORY_PLUGINS:,} plugins, fresh interpreters")
     for label, trace in (("tracemalloc", True), ("RSS, no tracemalloc", False)):
@@ -347,6 +365,15 @@ def main() -> None:
             f"  {label:<20} ours {ours / 1024:7.1f} KiB  anchor {anchor / 1024:7.1f} KiB  "
             f"{ours / anchor:.2f}x (target <= {TARGET_RATIO}x: {verdict})"
         )
+        result(
+            f"memory per loaded plugin ({label}), {MEMORY_PLUGINS:,} plugins",
+            anchor=f"by hand {anchor / 1024:.1f} KiB",
+            ours=f"{ours / 1024:.1f} KiB",
+            ratio=ours / anchor,
+            target=f"<= {TARGET_RATIO}x",
+            met=ours / anchor <= TARGET_RATIO,
+        )
+    print_results()
 
 
 if __name__ == "__main__":

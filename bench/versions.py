@@ -30,6 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _report import print_results, result
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version as Pep440Version
 
@@ -127,7 +128,16 @@ def _misses(
     return _interleaved(mine, theirs if anchor else None, MISS_CHECKS, ANCHOR_MISS_CHECKS)
 
 
-def _row(label: str, ours: float, anchor: float | None, anchor_name: str) -> None:
+def _row(library: str, label: str, ours: float, anchor: float | None, anchor_name: str) -> None:
+    # No DESIGN target: each row goes to run_all for information.
+    result(
+        f"version check, {label.strip()} (anchor: {library})",
+        anchor=f"{anchor:.0f} ns" if anchor is not None else "unavailable",
+        ours=f"{ours:.0f} ns",
+        ratio=ours / anchor if anchor is not None else None,
+        target=None,
+        met=None,
+    )
     if anchor is None:
         print(f"{label:<34}{ours:>9.0f}   anchor unavailable ({anchor_name})")
         return
@@ -175,6 +185,7 @@ def _npm(versioner: Versioner) -> None:
     n = len(warm)
     print("npm ranges (anchor: node-semver from PyPI)")
     _row(
+        "node-semver",
         "  parsed vs parsed",
         *_interleaved(ours_parsed, anchor_parsed, 100 * n, 10 * n),
         "Range.test(SemVer)",
@@ -184,11 +195,13 @@ def _npm(versioner: Versioner) -> None:
         _loop(anchor_hit, warm)()  # fill the anchor's caches: every later parse is a hit
         hit_anchor = _loop(anchor_hit, warm, 10)
     _row(
+        "node-semver",
         "  strings, cache hits both sides",
         *_interleaved(_loop(versioner.is_compatible, warm, 100), hit_anchor, 100 * n, 10 * n),
         "cached make_range(c).test(cached make_semver(v))",
     )
     _row(
+        "node-semver",
         "  strings, cache misses both sides",
         *_misses(versioner.is_compatible, anchor_miss, caches, NPM_SHAPES),
         "the same, every parse a miss",
@@ -222,12 +235,14 @@ def _pep440(versioner: Versioner) -> None:
     n = len(warm)
     print("PEP 440 specifiers (anchor: packaging)")
     _row(
+        "packaging",
         "  parsed vs parsed",
         *_interleaved(ours_parsed, anchor_parsed, 20 * n, 20 * n),
         "SpecifierSet.contains(Version)",
     )
     _loop(anchor_check, warm)()  # fill the anchor's caches: every later parse is a hit
     _row(
+        "packaging",
         "  strings, cache hits both sides",
         *_interleaved(
             _loop(versioner.is_compatible, warm, 20), _loop(anchor_check, warm, 20), 20 * n, 20 * n
@@ -235,6 +250,7 @@ def _pep440(versioner: Versioner) -> None:
         "cached SpecifierSet(c).contains(cached Version(v))",
     )
     _row(
+        "packaging",
         "  strings, cache misses both sides",
         *_misses(
             versioner.is_compatible, anchor_check, [specifier_set, pep440_version], PEP440_SHAPES
@@ -267,6 +283,7 @@ def main() -> None:
     _npm(versioner)
     _pep440(versioner)
     _growth()
+    print_results()
 
 
 if __name__ == "__main__":
