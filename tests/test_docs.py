@@ -18,7 +18,9 @@ for each kind of block (the word after the opening fence):
     With a file-name comment, written (or quoted) as above, then read by the project's own
     readers: a ``plugin.toml`` as discovery reads a manifest (``[plugin]`` and ``[config]``,
     every key checked by ``PluginInfo``; whether ``entry`` names a module is checked when a
-    later block loads the plugin), a ``helixhooks.toml`` or a ``pyproject.toml`` with
+    later block loads the plugin), or, below a ``pyproject.toml``, as discovery reads one
+    shipped in a package (with the name and version the entry point and the project give); a
+    ``helixhooks.toml`` or a ``pyproject.toml`` with
     ``[tool.helixhooks]`` by ``Config.from_file``; any other file is parsed. Without one, the
     block is parsed and then read as a manifest if it has a ``[plugin]`` table, else as
     configuration keys (``Config.from_mapping``), so a wrong key fails either way.
@@ -84,7 +86,7 @@ import pytest
 from packaging.requirements import InvalidRequirement, Requirement
 
 import helixhooks as hh
-from helixhooks._entry_points import manifest_table
+from helixhooks._entry_points import _shipped_table, manifest_table
 from helixhooks._leaks import Snapshot
 
 from ._plugins import pip_command
@@ -461,11 +463,33 @@ class DocRun:
         path = self.write(block, *named)
         document = self._parse(block, path.read_text(encoding="utf-8"))
         if path.name == "plugin.toml":
-            _manifest(document, str(path))
+            self._manifest_file(document, path)
         elif path.name == "helixhooks.toml" or (
             path.name == "pyproject.toml" and "helixhooks" in document.get("tool", {})
         ):
             hh.Config.from_file(path)
+
+    def _manifest_file(self, document: dict[str, Any], path: Path) -> None:
+        """A plugin directory's manifest, or one shipped in a package: read as discovery does."""
+        for directory in path.parents:
+            if not directory.is_relative_to(self.project):
+                break
+            pyproject = directory / "pyproject.toml"
+            if pyproject.is_file():
+                project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+                points = project.get("entry-points", {}).get("helixhooks.plugins", {})
+                metadata = {
+                    "name": next(iter(points), project["name"]),
+                    "version": project["version"],
+                    "description": project.get("description", ""),
+                    "author": "",
+                    "entry": None,
+                }
+                added = _shipped_table(document, metadata, str(path))
+                del metadata["entry"]
+                hh.PluginInfo.from_mapping({**metadata, **added}, source=str(path))
+                return
+        _manifest(document, str(path))
 
     def _parse(self, block: Block, text: str) -> dict[str, Any]:
         try:
