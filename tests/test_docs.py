@@ -16,14 +16,14 @@ for each kind of block (the word after the opening fence):
     Line numbers in tracebacks are the Markdown file's.
 ``toml``
     With a file-name comment, written (or quoted) as above, then read by the project's own
-    readers: a ``plugin.toml`` as discovery reads a manifest (``[plugin]`` and ``[config]``,
-    every key checked by ``PluginInfo``; whether ``entry`` names a module is checked when a
-    later block loads the plugin), or, below a ``pyproject.toml``, as discovery reads one
-    shipped in a package (with the name and version the entry point and the project give); a
-    ``helixhooks.toml`` or a ``pyproject.toml`` with
-    ``[tool.helixhooks]`` by ``Config.from_file``; any other file is parsed. Without one, the
-    block is parsed and then read as a manifest if it has a ``[plugin]`` table, else as
-    configuration keys (``Config.from_mapping``), so a wrong key fails either way.
+    readers: a ``plugin.toml`` as discovery reads a plugin directory's manifest (``[plugin]``
+    and ``[config]``, every key checked by ``PluginInfo``; whether ``entry`` names a module is
+    checked when a later block loads the plugin), or, below a ``pyproject.toml``, as discovery
+    reads one shipped in a package (with the name and version the entry point and the project
+    give); a ``helixhooks.toml``, or a ``pyproject.toml`` with ``[tool.helixhooks]``, by
+    ``Config.from_file``; any other file is parsed. Without a file-name comment, the block is
+    parsed and then read as a manifest if it has a ``[plugin]`` table, else as configuration
+    keys (``Config.from_mapping``), so a wrong key fails either way.
 ``sh``
     Each line is a command, run for real in the project with ``bash``, a block starting in the
     project directory (``cd`` lasts to the end of the block); ``helixhooks``, ``python``,
@@ -32,7 +32,7 @@ for each kind of block (the word after the opening fence):
     handed to bash:
 
     - ``pip install``: a directory in the project (the example package) is really installed,
-      with no dependencies, no index and no build isolation, into a directory that later
+      with no dependencies, no package index and no build isolation, into a directory that later
       commands and python blocks have on their path. The project itself (``.``), helixhooks by
       name and other names are not installed (that would need the network, and the package
       under test is already importable); the test checks that each extra named is one
@@ -51,18 +51,18 @@ for each kind of block (the word after the opening fence):
     for up to 60 s; after ``^C``, of that run from the moment it was stopped. Lines compare
     after normalizing: runs of spaces count as one space; a clock time (``08:09:13``) matches
     any clock time, and a duration (``0.7 ms``, ``57.1 us``, ``2.5s``) any duration. ``...``
-    in a line matches any text, and a line that is only ``...`` any number of lines. Output of
-    a program the command made is matched exactly in that sense; a background run's output is
-    a live log whose lines interleave by timing (its calls every ``run_interval``), so there
-    the lines shown must appear in that order, and other lines may come between them.
+    in a line matches any text, and a line that is only ``...`` any number of lines. A block's
+    own output must match line for line, in that sense; a background run's output is a live log
+    whose lines interleave by timing (its calls every ``run_interval``), so there the lines
+    shown must appear in that order, and other lines may come between them.
 
 A python block that needs the module of an optional extra (``prometheus_client``) that is not
 installed skips the rest of its file, saying so, as the extra's own tests do; the tox envs
 install every extra, so there every block runs.
 
 Any other kind of block, a fence the test cannot read (indented, ``~~~``, unclosed), a
-``text`` block with nothing to compare with, or a command the runner does not know how to run
-safely (see above) fails the test: no block is skipped. A file whose blocks leave threads or
+``text`` block with nothing to compare with, or a ``pip`` or ``tox`` command the test cannot
+check fails the test: no block is passed over silently. A file whose blocks leave threads or
 child processes running (a PluginSystem not closed, a worker) fails too.
 """
 
@@ -634,12 +634,14 @@ class DocRun:
                 return
             if not path.is_relative_to(self.project) or not (path / "pyproject.toml").is_file():
                 pytest.fail(f"{where}: {target} is not a project to install", pytrace=False)
-            subprocess.run(
-                pip_command("--target", str(self.site), str(path)),
-                check=True,
+            done = subprocess.run(
+                pip_command("--no-index", "--target", str(self.site), str(path)),
                 capture_output=True,
+                text=True,
                 timeout=COMMAND_TIMEOUT,
             )
+            if done.returncode:
+                pytest.fail(f"{where}: pip could not install {target}:\n{done.stderr}")
             importlib.invalidate_caches()
             return
         try:
