@@ -312,25 +312,29 @@ class Dispatch:
         """pluggy's inner hookexec: the same contract and results as its ``_multicall``."""
         __tracebackhide__ = True
         plan = self._plans.get(hook_name)
-        if plan is None or plan.impls != hook_impls:
-            if isinstance(hook_impls, _DirectList):
-                direct = hook_impls.plan
-                if not next(direct.ticker) & _FOLD_MASK:
-                    direct.fold()
-                return direct.run(caller_kwargs, firstresult)
-            plan = self._plan_for(hook_name, hook_impls)
-        me = get_ident()
-        calls = plan.calls
-        calls.append(me)
-        try:
-            if not plan.dead:
-                if not next(plan.ticker) & _FOLD_MASK:
-                    plan.fold()
-                return plan.run(caller_kwargs, firstresult)
-        finally:
-            calls.remove(me)
-        # Retired while we were on our way in: plan again, without the retired impls.
-        return self.hookexec(hook_name, hook_impls, caller_kwargs, firstresult)
+        while True:
+            if plan is None or plan.impls != hook_impls:
+                if isinstance(hook_impls, _DirectList):
+                    direct = hook_impls.plan
+                    if not next(direct.ticker) & _FOLD_MASK:
+                        direct.fold()
+                    return direct.run(caller_kwargs, firstresult)
+                plan = self._plan_for(hook_name, hook_impls)
+            me = get_ident()
+            calls = plan.calls
+            calls.append(me)
+            try:
+                if not plan.dead:
+                    if not next(plan.ticker) & _FOLD_MASK:
+                        plan.fold()
+                    return plan.run(caller_kwargs, firstresult)
+            finally:
+                calls.remove(me)
+            # Retired while we were on our way in: plan again, without the retired impls, and
+            # under the lock. Not from ``_plans``: a retirement marks a plan dead before it
+            # drops it from there, and its thread may lose the GIL in between for long enough
+            # to retry here a thousand times.
+            plan = None
 
     def _plan_for(self, hook_name: str, hook_impls: Sequence[HookImpl]) -> _Plan:
         key = (hook_name, *map(id, hook_impls))

@@ -866,3 +866,44 @@ def test_a_generation_keeps_each_impls_hook_and_the_first_term_takes_them() -> N
     second = dispatch.activate(gen)  # an ended term's impls stay dead: fresh copies
     assert [hook for hook, _ in second] == ["helix_init", "work"]
     assert all(new is not old for (_, new), (_, old) in zip(second, first, strict=True))
+
+
+def test_a_call_meeting_a_retirement_half_done_waits_for_it(tmp_path: Path) -> None:
+    # Found by tests/stress: a retirement marks each of its plans dead, then drops it from the
+    # dispatch's cache. A call that met the cached plan dead in between took it from the cache
+    # again, and again, for as long as the retiring thread waited for the GIL (at a short switch
+    # interval, long enough), until RecursionError reached the host's hook call. Held still
+    # here, through the dispatch's internals: the retirement's lock taken and the plan marked
+    # dead, as by a thread that lost the GIL at that point; the call must wait for the rest.
+    write_plugin(tmp_path, "one", COUNTED.format(tag="1"))
+    write_plugin(tmp_path, "two", COUNTED.format(tag="2"))
+    system = hh.PluginSystem(
+        hh.Config(plugin_dirs=[tmp_path], entry_point_group=None), specs=[DispatchSpec]
+    )
+    with system:
+        assert sorted(system.hook.ping()) == ["1", "2"]
+        dispatch = system.registry.dispatch
+        plan = dispatch._plans["ping"]
+        marked, finish = threading.Event(), threading.Event()
+
+        def retiring() -> None:
+            with dispatch._lock:
+                plan.dead = True
+                marked.set()
+                finish.wait(GATE_LIMIT)
+                del dispatch._plans["ping"]
+                dispatch._recent.pop(plan.key, None)
+
+        retirement = threading.Thread(target=retiring)
+        retirement.start()
+        marked.wait(PROMPT)
+        timer = threading.Timer(0.2, finish.set)
+        timer.start()
+        try:
+            assert sorted(system.hook.ping()) == ["1", "2"]
+        finally:
+            finish.set()
+            timer.join(PROMPT)
+            retirement.join(PROMPT)
+        assert not retirement.is_alive()
+    system.close()
