@@ -330,11 +330,12 @@ class Dispatch:
                     return plan.run(caller_kwargs, firstresult)
             finally:
                 calls.remove(me)
-            # Retired while we were on our way in: plan again, without the retired impls, and
-            # under the lock. Not from ``_plans``: a retirement marks a plan dead before it
-            # drops it from there, and its thread may lose the GIL in between for long enough
-            # to retry here a thousand times.
-            plan = None
+            # Retired while we were on our way in: plan again, without the retired impls. The
+            # plan that replaced it, if there is one already; else under the lock: a retirement
+            # marks a plan dead before it drops it from ``_plans``, and its thread may lose the
+            # GIL in between for long enough to retry here a thousand times.
+            fresh = self._plans.get(hook_name)
+            plan = fresh if fresh is not None and not fresh.dead else None
 
     def _plan_for(self, hook_name: str, hook_impls: Sequence[HookImpl]) -> _Plan:
         key = (hook_name, *map(id, hook_impls))
