@@ -126,15 +126,18 @@ static struct {
     int owned;
 } seen[SEEN];
 
-/* Whether the module named `name` is a plugin's: 1 or 0, -1 on an error. */
-static int owned(PyObject *name, PyObject *known, uint64_t at)
+/* Whether the module named `name` is a plugin's: 1 or 0, -1 on an error. `*cached`: whether the
+ * answer came from `seen`, running no Python code (a dict lookup may call a key's __eq__). */
+static int owned(PyObject *name, PyObject *known, uint64_t at, int *cached)
 {
     size_t slot = 0;
     int exact = PyUnicode_CheckExact(name);
+    *cached = 0;
     if (exact) {
         uintptr_t address = (uintptr_t)name;
         slot = (size_t)((address >> 4) ^ (address >> 12)) % SEEN;
         if (seen[slot].name == name && seen[slot].epoch == at) {
+            *cached = 1;
             return seen[slot].owned;
         }
     }
@@ -172,11 +175,18 @@ static int plugin_frame(void)
     PyObject *known = Py_NewRef(owners); /* module_owner runs Python code: set_engaged may run */
     uint64_t at = epoch;
     PyFrameObject *frame = (PyFrameObject *)Py_XNewRef(PyEval_GetFrame());
+    /* The globals of the frame above, when its answer came from `seen`: nothing has run since its
+     * __name__ was read that could change it, and a run of frames from one module (a recursion,
+     * a module's helpers) reads it once. Alive: the frames on the stack hold their globals. */
+    PyObject *last = NULL;
     int found = 0;
     while (frame != NULL && found == 0) {
         PyObject *globals = PyFrame_GetGlobals(frame);
         PyObject *name = NULL;
-        if (!PyDict_CheckExact(globals)) {
+        if (globals == last) {
+            /* the same name, not a plugin's */
+        }
+        else if (!PyDict_CheckExact(globals)) {
             found = 1; /* a mapping whose get() may be its own: the guard's walk calls it */
         }
         else if ((name = PyDict_GetItemWithError(globals, dunder_name)) != NULL) {
@@ -188,11 +198,13 @@ static int plugin_frame(void)
         else {
             name = Py_NewRef(Py_None);
         }
-        Py_DECREF(globals);
         if (name != NULL) {
-            found = owned(name, known, at);
+            int cached;
+            found = owned(name, known, at, &cached);
+            last = cached ? globals : NULL;
             Py_DECREF(name);
         }
+        Py_DECREF(globals);
         PyFrameObject *back = found == 0 ? PyFrame_GetBack(frame) : NULL;
         if (back == NULL && found == 0 && PyErr_Occurred()) {
             found = -1; /* no frame object for the one below: not the bottom of the stack */

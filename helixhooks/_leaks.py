@@ -61,8 +61,18 @@ class Snapshot:
 
 
 def _threads() -> list[threading.Thread]:
-    """The live threads but idle workers of helixhooks' own pool, which end by themselves."""
-    return [t for t in threading.enumerate() if t.is_alive() and t.name != _IDLE_NAME]
+    """The live threads but helixhooks' own that outlast a test by design: idle workers of its
+    pool, which end by themselves, and the process tier's spawner, which every worker is forked
+    from and which lives as long as the process (see isolation/worker_process.py)."""
+    tier = sys.modules.get("helixhooks.isolation.worker_process")
+    spawner: str | None = getattr(tier, "SPAWNER_NAME", None)
+    return [
+        t
+        for t in threading.enumerate()
+        if t.is_alive()
+        and t.name != _IDLE_NAME
+        and not (spawner is not None and t.name.startswith(spawner + "_"))
+    ]
 
 
 def describe_thread(thread: threading.Thread) -> str:

@@ -75,6 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HelixError as exc:
         print(f"helixhooks: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        # Whoever read our output went away (`helixhooks run | head`): the command has cleaned
+        # up; nothing is left to tell, and the interpreter's own flush at exit must not fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     finally:
         root.removeHandler(stderr)
         root.setLevel(level)
@@ -435,7 +440,7 @@ def _run(config: Config, args: argparse.Namespace, out: TextIO) -> int:
     view = make_view(out)
     system = PluginSystem(config)
     starting = [True]
-    system.subscribe(lambda event: view.event(event, brief=starting[0]))
+    unsubscribe = system.subscribe(lambda event: view.event(event, brief=starting[0]))
     stop = threading.Event()
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
@@ -483,6 +488,10 @@ def _run(config: Config, args: argparse.Namespace, out: TextIO) -> int:
         if _snapshot(snapshot, system, view, running=False, rows=figures):
             view.text(f"figures kept in {snapshot} (helixhooks stats)")
     finally:
+        # Whatever ended it (an output pipe closed, say): no plugin or worker outlives the run,
+        # and the view, whose reader may be gone, tells no more.
+        unsubscribe()
+        system.close()
         if server is not None:
             server.close()
         for sig, handler in previous.items():

@@ -146,8 +146,8 @@ def _not_started(record: PluginRecord) -> str:
 
 
 def verdict(results: list[object]) -> tuple[bool, str]:
-    """Healthy or not, and why, from what a plugin's helix_health_check impls returned."""
-    """Read a health check's answer; pluggy leaves a None answer out of the results."""
+    """Healthy or not, and why, from what a plugin's helix_health_check impls returned (pluggy
+    leaves a None answer out of the results)."""
     if not results or results[0] is True:
         return True, "ok"
     answer = results[0]

@@ -337,3 +337,23 @@ def test_the_live_view_is_in_colour_on_a_terminal_with_rich(examples: Path) -> N
     assert re.search(r"\d\d:\d\d:\d\d started  tokenizer 1\.3\.0", plain)
     assert re.search(r"call +report -> \['\d+ words", plain)
     assert re.search(r"PLUGIN +VERSION +STATE +CALLS", plain)
+
+
+def test_run_piped_into_a_reader_that_goes_away_ends_quietly() -> None:
+    """`helixhooks run | head`: no traceback, and everything stopped and unloaded."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "helixhooks", "run", "--duration", "2"],
+        cwd=EXAMPLES,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for _ in range(3):
+        proc.stdout.readline()
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err

@@ -155,7 +155,7 @@ def test_the_environment_holds_only_what_the_plugin_may_read(
     system = make(extra='permissions = ["env=SHARED"]\n')
     env = system.hook.act(what="result = dict(os.environ)")
     # LC_CTYPE: the interpreter's own locale coercion (PEP 538) in a C-locale environment.
-    assert env.get("SHARED") == "ok" and set(env) <= {"SHARED", "LC_CTYPE"}
+    assert env.get("SHARED") == "ok" and set(env) <= {"SHARED", "LC_CTYPE", "TMPDIR"}
 
 
 def test_the_worker_main_imports_only_the_standard_library() -> None:
@@ -469,3 +469,81 @@ def test_a_saved_file_reloads_a_process_plugin_in_a_new_worker(
     wait_for(lambda: system.hook.echo(value=1)[0]["value"] == ["new", 1], "the new code to serve")
     assert _worker(system).pid != old
     wait_for(lambda: not _alive(old), "the old worker to be retired")
+
+
+def test_the_worker_dies_with_its_host(tmp_path: Path) -> None:
+    """PR_SET_PDEATHSIG follows the thread that forked: workers are forked from one that lasts."""
+    plugins = tmp_path / "plugins"
+    write_plugin(plugins, "boxed", "class Plugin:\n    pass\n", extra=PROCESS)
+    host = (
+        "import os, sys, threading, helixhooks as hh\n"
+        f"config = hh.Config(plugin_dirs=[{str(plugins)!r}], entry_point_group=None, "
+        f"data_dir={str(tmp_path / 'data')!r})\n"
+        "system = hh.PluginSystem(config)\n"
+        # Loaded from a thread that then ends, as a lifecycle operation's thread may.
+        "t = threading.Thread(target=system.load_all); t.start(); t.join()\n"
+        "system.start_all()\n"
+        "print(system.registry.get('boxed').loaded.plugin.worker.pid, flush=True)\n"
+        "threading.Event().wait()\n"
+    )
+    # The helixhooks under test, wherever this run imports it from.
+    env = {**os.environ, "PYTHONPATH": str(Path(hh.__file__).resolve().parents[1])}
+    process = subprocess.Popen(
+        [sys.executable, "-c", host],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        line = process.stdout.readline()
+        assert line.strip().isdigit(), process.stderr.read()
+        pid = int(line)
+        time.sleep(0.3)
+        assert _alive(pid), "the worker must outlive the thread that loaded it"
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+    wait_for(lambda: not _alive(pid), "the worker to die with its host", timeout=10)
+
+
+@pytest.mark.usefixtures("fast_switching")
+def test_many_threads_call_while_the_plugin_reloads(
+    make: Callable[..., hh.PluginSystem], tmp_path: Path
+) -> None:
+    versioned = ACTOR.replace('"value": value', '"value": value, "generation": GENERATION')
+    plugin_py = tmp_path / "plugins" / "boxed" / "plugin.py"
+    system = make(code=versioned.replace("GENERATION", "0"))
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    seen: list[list[int]] = [[] for _ in range(4)]
+
+    def caller(mine: list[int]) -> None:
+        while not stop.is_set():
+            try:
+                (answer,) = system.hook.echo(value="x")
+            except BaseException as exc:
+                errors.append(exc)
+                return
+            mine.append(answer["generation"])
+
+    threads = [threading.Thread(target=caller, args=(mine,)) for mine in seen]
+    for thread in threads:
+        thread.start()
+    try:
+        for generation in range(1, 9):
+            plugin_py.write_text(versioned.replace("GENERATION", str(generation)))
+            system.reload("boxed")
+            wait_for(lambda g=generation: all(m and m[-1] >= g for m in seen), "calls to go on")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert not errors, errors[:3]
+    assert not any(thread.is_alive() for thread in threads)
+    for mine in seen:
+        # Each thread saw the generations in order: never an older one after a newer one.
+        assert mine == sorted(mine) and mine[-1] == 8
+    wait_for(lambda: len(_worker_processes()) == 1, "every retired worker to be gone")

@@ -179,6 +179,25 @@ def test_a_plugin_that_cleans_up_survives_reloads(
     result.assert_outcomes(passed=5)
 
 
+def test_a_process_plugin_leaves_nothing_behind(author: pytest.Pytester) -> None:
+    # The first worker starts helixhooks' spawner thread, which lives as long as the process:
+    # that is not the plugin's leak (it was reported as one).
+    author.makepyfile(
+        test_process=HEADER
+        + """
+
+def test_a_process_plugin(helix_plugin_dir, helix_system, helix_reload_check):
+    helix_plugin_dir.add("shouter", SHOUTER, config={"suffix": "!"}, isolation="process")
+    system = helix_system(helix_plugin_dir, specs=[Spec])
+    assert system.hook.shout(text="hi") == ["HI!"]
+    assert system.get("shouter").layers is not None
+    helix_reload_check(system, "shouter", times=2)
+"""
+    )
+    result = author.runpytest_subprocess(*PLUGIN_ARGS, timeout=240)
+    result.assert_outcomes(passed=1)
+
+
 LEAKS = '''
 
 LEAKY = """

@@ -56,31 +56,38 @@ Layers, in the order apply() takes them, and why that order:
    namespace, not instead of it); for ``net_ports``, connecting to those ports is allowed and
    binding to none, since a scoped grant is for a client. Landlock has no UDP rules and no
    hosts, so those are left to the guard. Scope (ABI 6): signals and abstract unix sockets are
-   kept inside the worker's domain, so it cannot signal its host. Before rlimits because a low
-   ``open_files`` could starve the descriptors the rules are built from.
+   kept inside the worker's domain, so it cannot signal its host (tracing is kept inside by
+   Landlock at every ABI). One O_PATH descriptor, on /proc/self, stays open: it keeps that
+   rule alive (see _allow_path). Before rlimits because a low ``open_files`` could starve the
+   descriptors the rules are built from.
 4. ``rlimits``: after the unshare (see 5) and before the filter.
 5. ``processes``: RLIMIT_NPROC counts a uid's tasks (threads included) per user namespace, and
    the kernel never applies it to uid 0 (in any namespace: copy_process exempts the root user).
    So for a non-root worker it is set *after* entering its own user namespace, where it counts
    only the worker's own tasks, the worker included; the parent namespace's count keeps the
    limit it had. Without a user namespace it would count every process of the uid, the host's
-   included, so it is then reported unavailable. For a root worker it is unavailable; it is not
-   needed when ``run`` is false and seccomp is active, since fork is then refused outright.
+   included, so it is then reported unavailable. For a root worker it is unavailable. Either
+   way it is not needed when ``run`` is false and seccomp is active: fork is refused outright.
 6. ``seccomp``: last, so that none of our own setup has to get past it. Always: ptrace,
    process_vm_readv/writev and io_uring (whose operations seccomp never sees) fail with EPERM.
    ``net`` false: socket fails with EACCES, and socketpair for any family but AF_UNIX (the
    worker's channel is an inherited descriptor). ``run`` false: execve, execveat, fork, vfork and
    clone without CLONE_THREAD fail with EPERM, clone3 with ENOSYS (glibc then creates threads
    with clone), and signals may go to the worker itself only (a fallback for kernels without
-   Landlock's signal scope). Errors, not kills, so the plugin sees a PermissionError the host
-   can report. x86_64 and aarch64 (little-endian); elsewhere the layer is unavailable.
+   Landlock's signal scope). Always, too: unshare, setns, mount, umount2, pivot_root, bpf,
+   perf_event_open, userfaultfd and the keyring calls (the worker holds every capability in its
+   own user namespace; these are its ways into less trodden kernel code). Errors, not kills, so
+   the plugin sees a PermissionError the host can report; so do syscalls of another ABI (int
+   0x80, x32), which the rules would not match.
+   x86_64 and aarch64 (little-endian); elsewhere the layer is unavailable.
 
 apply() returns each layer's outcome: ``"active"``, ``"not needed"`` (the policy does not call
-for it), or ``"unavailable: <reason>"``. Under ``strict`` it raises for a needed layer that is
-unavailable: pdeathsig when ``parent_pid`` is given, namespaces when ``net`` is false,
-landlock-fs unless both ``read_all`` and ``write_all``, landlock-net for ``net_ports``,
-landlock-scope when ``run`` is true (otherwise seccomp keeps signals in), rlimits and seccomp
-always, processes as in 5.
+for it), or ``"unavailable: <reason>"``. A layer may be active though not needed (Landlock's net
+rules beside the namespace, its scopes beside seccomp), or unavailable though not needed.
+Under ``strict`` it raises for a needed layer that is unavailable: pdeathsig when
+``parent_pid`` is given, namespaces when ``net`` is false, landlock-fs unless both ``read_all``
+and ``write_all``, landlock-net for ``net_ports``, landlock-scope when ``run`` is true
+(otherwise seccomp keeps signals in), rlimits and seccomp always, processes as in 5.
 """
 
 from __future__ import annotations
@@ -95,7 +102,6 @@ import resource
 import signal
 import stat
 import struct
-import subprocess
 import sys
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
@@ -165,6 +171,7 @@ _NET_PATHS = (
     "/usr/share/ca-certificates",
 )
 _SINKS = ("/dev/null",)
+_PINNED = ("/proc/self",)
 
 # prctl(2) and unshare(2)
 _PR_SET_PDEATHSIG = 1
@@ -213,6 +220,19 @@ _DATA_ARCH = 4
 _DATA_ARGS = 16  # args[i] at 16 + 8 * i; the low 32 bits first on a little-endian machine
 _X32_SYSCALL_BIT = 0x40000000
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+_NEVER = (
+    "unshare",
+    "setns",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "keyctl",
+    "add_key",
+    "request_key",
+)
 _SYSCALLS = {
     "x86_64": {
         "socket": 41,
@@ -235,6 +255,17 @@ _SYSCALLS = {
         "io_uring_enter": 426,
         "io_uring_register": 427,
         "clone3": 435,
+        "unshare": 272,
+        "setns": 308,
+        "mount": 165,
+        "umount2": 166,
+        "pivot_root": 155,
+        "bpf": 321,
+        "perf_event_open": 298,
+        "userfaultfd": 323,
+        "keyctl": 250,
+        "add_key": 248,
+        "request_key": 249,
     },
     # asm-generic numbering; aarch64 has no fork or vfork.
     "aarch64": {
@@ -256,6 +287,17 @@ _SYSCALLS = {
         "io_uring_enter": 426,
         "io_uring_register": 427,
         "clone3": 435,
+        "unshare": 97,
+        "setns": 268,
+        "mount": 40,
+        "umount2": 39,
+        "pivot_root": 41,
+        "bpf": 280,
+        "perf_event_open": 241,
+        "userfaultfd": 282,
+        "keyctl": 219,
+        "add_key": 217,
+        "request_key": 218,
     },
 }
 
@@ -307,6 +349,10 @@ def capabilities() -> dict[str, str]:
     """
     if sys.platform != "linux":
         return {**dict.fromkeys(LAYERS, _UNAVAILABLE + "not Linux"), "landlock-abi": "0"}
+    # Here, not at the top: the host probes, the worker never does, and subprocess is a third of
+    # what loading this file costs the worker otherwise.
+    import subprocess
+
     try:
         done = subprocess.run(
             [sys.executable, "-I", "-c", _PROBE_CODE, os.path.abspath(__file__)],
@@ -537,9 +583,9 @@ def _checked(result: int, what: str) -> int:
     return result
 
 
-def _syscall(number: int, *args: int) -> int:
+def _syscall(name: str, number: int, *args: int) -> int:
     arguments = (ctypes.c_ulong(arg) for arg in args)
-    return _checked(int(_libc().syscall(ctypes.c_long(number), *arguments)), f"syscall {number}")
+    return _checked(int(_libc().syscall(ctypes.c_long(number), *arguments)), name)
 
 
 def _prctl(what: str, option: int, *args: int) -> None:
@@ -603,7 +649,13 @@ def _write_proc(name: str, text: str) -> None:
 
 def _landlock_abi() -> int:
     try:
-        return _syscall(_LANDLOCK_CREATE_RULESET, 0, 0, _LANDLOCK_CREATE_RULESET_VERSION)
+        return _syscall(
+            "landlock_create_ruleset",
+            _LANDLOCK_CREATE_RULESET,
+            0,
+            0,
+            _LANDLOCK_CREATE_RULESET_VERSION,
+        )
     except OSError as error:
         if error.errno == errno.ENOSYS:
             raise _Unavailable(
@@ -680,7 +732,13 @@ def _restrict(policy: _Policy, fs: int, net: int, scoped: int) -> None:
     # The kernel takes a longer struct than it knows as long as the fields it lacks are zero,
     # which they are: fs, net and scoped were each masked by the ABI already.
     attr = _buffer(struct.pack("=QQQ", fs, net, scoped))
-    ruleset = _syscall(_LANDLOCK_CREATE_RULESET, ctypes.addressof(attr), ctypes.sizeof(attr), 0)
+    ruleset = _syscall(
+        "landlock_create_ruleset",
+        _LANDLOCK_CREATE_RULESET,
+        ctypes.addressof(attr),
+        ctypes.sizeof(attr),
+        0,
+    )
     try:
         if fs:
             read = [*policy.read, *interpreter_paths(), *(_NET_PATHS if policy.net else ())]
@@ -690,15 +748,17 @@ def _restrict(policy: _Policy, fs: int, net: int, scoped: int) -> None:
                 _allow_path(ruleset, path, fs)
         for port in _allowed_ports(policy) if net else ():
             rule = _buffer(struct.pack("=QQ", _NET_CONNECT_TCP, port))
-            _syscall(_LANDLOCK_ADD_RULE, ruleset, _RULE_NET_PORT, ctypes.addressof(rule), 0)
+            _add_rule(ruleset, _RULE_NET_PORT, rule)
         _prctl("PR_SET_NO_NEW_PRIVS", _PR_SET_NO_NEW_PRIVS, 1)
-        _syscall(_LANDLOCK_RESTRICT_SELF, ruleset, 0)
+        _syscall("landlock_restrict_self", _LANDLOCK_RESTRICT_SELF, ruleset, 0)
     finally:
         os.close(ruleset)
 
 
 def _allowed_ports(policy: _Policy) -> tuple[int, ...]:
-    return policy.net_ports or () if policy.net else ()
+    if not policy.net or policy.net_ports is None:
+        return ()
+    return policy.net_ports
 
 
 def _allow_path(ruleset: int, path: str, access: int) -> None:
@@ -713,9 +773,17 @@ def _allow_path(ruleset: int, path: str, access: int) -> None:
             access &= _FS_FILE
         if access:
             rule = _buffer(struct.pack("=Qi", access, fd))
-            _syscall(_LANDLOCK_ADD_RULE, ruleset, _RULE_PATH_BENEATH, ctypes.addressof(rule), 0)
+            _add_rule(ruleset, _RULE_PATH_BENEATH, rule)
     finally:
-        os.close(fd)
+        # A rule holds an inode, and procfs makes a new one for /proc/<pid> each time its dentry
+        # is evicted (under memory pressure), which would drop the rule without a word. The open
+        # descriptor pins the dentry; it stays open for the worker's life.
+        if path not in _PINNED:
+            os.close(fd)
+
+
+def _add_rule(ruleset: int, kind: int, rule: ctypes.Array[ctypes.c_char]) -> None:
+    _syscall("landlock_add_rule", _LANDLOCK_ADD_RULE, ruleset, kind, ctypes.addressof(rule), 0)
 
 
 def _buffer(data: bytes) -> ctypes.Array[ctypes.c_char]:
@@ -795,6 +863,11 @@ def _seccomp_program(machine: str, *, net: bool, run: bool, pid: int) -> list[In
         program += _deny(numbers[name], errno.EPERM)
     for name in ("io_uring_setup", "io_uring_enter", "io_uring_register"):
         program += _deny(numbers[name], errno.EPERM)
+    # In its own user namespace the worker holds every capability there: no new namespaces,
+    # mounts, keyrings, BPF programs, perf events or userfaultfd, the usual ways from there to
+    # the kernel's less trodden code.
+    for name in _NEVER:
+        program += _deny(numbers[name], errno.EPERM)
     if not net:
         # No new socket at all: a unix socket could reach the host's services by path (Landlock
         # does not govern connect). A connected pair reaches nothing outside the worker.
@@ -822,8 +895,10 @@ def _deny(number: int, error: int) -> list[Instruction]:
 
 def _allow_only(number: int, test: int, value: int, error: int) -> list[Instruction]:
     """Syscall ``number`` passes when the low word of its first argument passes ``test`` against
-    ``value`` (the kernel reads these arguments as 32-bit ints); otherwise it fails with
-    ``error``. Every path through the block returns, so the next block may reload nothing."""
+    ``value``, and otherwise fails with ``error``. The low word is all there is to look at: the
+    argument is an int the kernel truncates to 32 bits (a family, a pid), or clone's flags,
+    where CLONE_THREAD is. Every path through the block returns, so no block reloads the
+    syscall number."""
     return [
         (_BPF_JEQ, 0, 4, number),
         (_BPF_LD_W_ABS, 0, 0, _DATA_ARGS),

@@ -411,7 +411,7 @@ def start(
         "protocol": wire.PROTOCOL,
         "plugin": info.name,
         "version": info.version,
-        "sys_path": [os.path.abspath(p) for p in sys.path if p],
+        "sys_path": _import_path(),
         "policy": policy(candidate, permissions, config, directory),
         "net_scopes": _host_scopes(permissions),
         "run_scopes": permissions.scopes("run") if "run" in permissions.names else None,
@@ -422,14 +422,26 @@ def start(
         # Absolute: the worker's working directory is its data directory, not the host's.
         path = os.path.abspath(candidate.fspath or "")
         load.update(kind=candidate.kind, path=path, entry=info.entry)
+    # tempfile's choice, inside what the worker may write (Landlock keeps it out of /tmp).
+    temporary = os.path.join(directory, "tmp")
+    os.makedirs(temporary, exist_ok=True)
     return ProcessPlugin(
         info.name,
         load,
-        env=_environment(permissions),
+        env={**_environment(permissions), "TMPDIR": temporary},
         data_dir=directory,
         config=config,
         on_crash=on_crash,
     )
+
+
+def _import_path() -> list[str]:
+    """The host's sys.path for the worker, less the host's working directory (which ``python
+    -m`` and ``""`` put there): the worker's is its data directory, and every entry is readable
+    to it, so a host started from its home must not hand the plugin its home."""
+    here = os.getcwd()
+    paths = (os.path.abspath(p) for p in sys.path if p)
+    return list(dict.fromkeys(p for p in paths if p != here))
 
 
 def policy(

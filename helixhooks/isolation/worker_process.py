@@ -31,7 +31,10 @@ WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
 
 # PR_SET_PDEATHSIG fires when the *thread* that forked the child ends, not the process: workers
 # are forked from this one long-lived thread, never from a passing operation's thread.
-_SPAWNER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="helixhooks-spawner")
+# It is started by the first worker and lives as long as the process: the leak checks of the
+# pytest fixtures (helixhooks/_leaks.py) know it by this name.
+SPAWNER_NAME = "helixhooks-spawner"
+_SPAWNER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=SPAWNER_NAME)
 
 _SIGNAL_LIMITS = {signal.SIGXCPU: "cpu_seconds", signal.SIGXFSZ: "file_size_mb"}
 # Worker output relayed to the host's log, at most this many lines a second; the rest is counted.

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import helixhooks as hh
-from tests._plugins import systems, write_plugin
+from tests._plugins import systems, wait_for, write_plugin
 
 CAPABILITIES = hh.Sandbox.capabilities()
 
@@ -312,3 +312,76 @@ def test_in_flight_threads_see_the_worker_go(attacker: Callable[..., hh.PluginSy
     thread.start()
     thread.join(timeout=30)
     assert not thread.is_alive() and len(failures) == 1
+
+
+@pytest.mark.parametrize(
+    ("code", "error", "why"),
+    [
+        ("os._exit(0)", hh.WorkerCrashed, "exited with status 0"),
+        ("import ctypes; ctypes.string_at(0)", hh.WorkerCrashed, "SIGSEGV"),
+        ("os.abort()", hh.WorkerCrashed, "SIGABRT"),
+        ("while True: pass", hh.PluginTimeout, "did not finish within 2s"),
+    ],
+    ids=["exit", "segv", "abort", "infinite-loop"],
+)
+def test_a_worker_dying_or_hanging_leaves_the_host_standing(
+    attacker: Callable[..., hh.PluginSystem], code: str, error: type[Exception], why: str
+) -> None:
+    system = attacker("ffi", call_timeout=2)
+    events: list[hh.PluginEvent] = []
+    system.subscribe(events.append)
+    with pytest.raises(error, match=why):
+        system.hook.attack(code=code)
+    wait_for(lambda: any(e.kind == "worker_crashed" for e in events), "the crash event")
+    crash = next(e for e in events if e.kind == "worker_crashed")
+    assert crash.name == "evil" and why in str(crash.error)
+    # Back with a new worker (after the backoff), serving as before.
+    wait_for(lambda: system.get("evil").state is hh.PluginState.STARTED, "the restart")
+    assert system.hook.attack(code="result = 'back'") == "back"
+
+
+def test_a_gigabyte_to_stdout(attacker: Callable[..., hh.PluginSystem]) -> None:
+    system = attacker()
+    code = (
+        "line = b'x' * 1023 + b'\\n'\nfor _ in range(1 << 20): os.write(1, line)\nresult = 'done'"
+    )
+    assert system.hook.attack(code=code) == "done"
+    assert system.hook.attack(code="result = 'still here'") == "still here"
+
+
+def test_a_host_secret_in_the_environment(
+    attacker: Callable[..., hh.PluginSystem], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOST_API_KEY", "s3cret")
+    system = attacker()
+    assert system.hook.attack(code="result = os.environ.get('HOST_API_KEY')") is None
+    assert system.hook.attack(code="result = open('/proc/self/environ').read()").find("s3cret") < 0
+
+
+def test_a_worker_that_never_answers_the_handshake(tmp_path: Path) -> None:
+    plugins = tmp_path / "plugins"
+    write_plugin(plugins, "evil", "import time\ntime.sleep(600)\n", extra='isolation = "process"\n')
+    with systems(plugins, [Spec], load_timeout=1, data_dir=tmp_path / "data") as factory:
+        system = factory()
+        system.load_all()
+        error = system.get("evil").error
+        assert isinstance(error, hh.PluginTimeout) and "worker start" in str(error)
+
+
+@needs("seccomp")
+def test_no_new_namespaces_or_mounts(attacker: Callable[..., hh.PluginSystem]) -> None:
+    code = (
+        "import ctypes\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "result = [(libc.unshare(0x10000000), ctypes.get_errno()),"  # CLONE_NEWUSER
+        " (libc.mount(b'none', b'.', b'tmpfs', 0, None), ctypes.get_errno())]"
+    )
+    assert attacker("ffi").hook.attack(code=code) == [[-1, 1], [-1, 1]]  # EPERM
+
+
+def test_temporary_files_go_to_the_plugin_s_own_directory(
+    attacker: Callable[..., hh.PluginSystem], tmp_path: Path
+) -> None:
+    code = "import tempfile\nwith tempfile.NamedTemporaryFile() as f: result = f.name"
+    name = attacker().hook.attack(code=code)
+    assert Path(name).parent == (tmp_path / "data" / "evil" / "tmp").resolve()
