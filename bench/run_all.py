@@ -28,8 +28,8 @@ from _report import PREFIX
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS_MD = HERE / "RESULTS.md"
-# Benchmarks whose short mode is not ``--quick``: bench/imports.py takes a run count.
-QUICK_ARGS = {"imports": ["7"]}
+# Benchmarks whose short mode is not ``--quick``: these take a run count.
+QUICK_ARGS = {"confine": ["5"], "imports": ["7"]}
 # Generous: the longest full benchmark takes some minutes on a quiet machine.
 TIMEOUT = 3600
 COLUMNS = ("what", "anchor", "ours", "ratio", "target", "met")
