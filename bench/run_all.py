@@ -28,8 +28,8 @@ from _report import PREFIX
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS_MD = HERE / "RESULTS.md"
-# Benchmarks whose short mode is not ``--quick``: bench/imports.py takes a run count.
-QUICK_ARGS = {"imports": ["7"]}
+# Benchmarks whose short mode is not ``--quick``: these take a run count.
+QUICK_ARGS = {"confine": ["5"], "imports": ["7"]}
 # Generous: the longest full benchmark takes some minutes on a quiet machine.
 TIMEOUT = 3600
 COLUMNS = ("what", "anchor", "ours", "ratio", "target", "met")
@@ -100,7 +100,7 @@ def text_table(rows: list[list[str]]) -> str:
     )
 
 
-def markdown(rows: list[list[str]], mode: str, spent: dict[str, float]) -> str:
+def markdown(rows: list[list[str]], mode: str, spent: dict[str, float], load: str) -> str:
     import pluggy
 
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -112,8 +112,8 @@ def markdown(rows: list[list[str]], mode: str, spent: dict[str, float]) -> str:
             "",
             f"The last `python bench/run_all.py {'--quick ' if mode == 'quick' else ''}--write`:",
             f"{when}, Python {platform.python_version()}, pluggy {pluggy.__version__}, "
-            f"{platform.machine()} with {os.cpu_count()} CPUs, {mode} mode. Each row is one "
-            "target of DESIGN.md's performance table (a row with no target is shown for "
+            f"{platform.machine()} with {os.cpu_count()} CPUs ({load}), {mode} mode. Each row "
+            "is one target of DESIGN.md's performance table (a row with no target is shown for "
             "information); each benchmark's own output says how it measures.",
             "",
             "| " + " | ".join(COLUMNS) + " |",
@@ -124,6 +124,13 @@ def markdown(rows: list[list[str]], mode: str, spent: dict[str, float]) -> str:
             "",
         ]
     )
+
+
+def _load() -> str:
+    """The load average when the run began, where the system tells it."""
+    if not hasattr(os, "getloadavg"):
+        return "load average unknown"
+    return "load average at the start " + " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def main() -> int:
@@ -137,6 +144,8 @@ def main() -> int:
     unknown = set(options.names) - {b.stem for b in chosen}
     if unknown:
         parser.error(f"no benchmark named {', '.join(sorted(unknown))}")
+    # Other work on the machine skews every figure: said beside them.
+    load = _load()
     rows: list[list[str]] = []
     spent: dict[str, float] = {}
     failed = False
@@ -153,10 +162,10 @@ def main() -> int:
         print(f"  {spent[bench.stem]:.0f} s", file=sys.stderr, flush=True)
     print(text_table(rows))
     total = sum(spent.values())
-    print(f"\n{len(chosen)} benchmarks in {total / 60:.1f} min")
+    print(f"\n{len(chosen)} benchmarks in {total / 60:.1f} min ({load})")
     if options.write:
         mode = "quick" if options.quick else "full"
-        RESULTS_MD.write_text(markdown(rows, mode, spent), encoding="utf-8")
+        RESULTS_MD.write_text(markdown(rows, mode, spent, load), encoding="utf-8")
         print(f"written to {RESULTS_MD.relative_to(ROOT)}")
     return 1 if failed else 0
 
