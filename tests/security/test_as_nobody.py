@@ -2,11 +2,12 @@
 
 Namespaces, Landlock and seccomp all work without root; this proves it by running the host
 itself as ``nobody`` (which needs this test to run as root, to switch to it) under an
-interpreter nobody can execute, with helixhooks and its dependencies on its PYTHONPATH.
+interpreter nobody can execute, with a copy of helixhooks and its dependencies on its PYTHONPATH.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import pwd
@@ -108,16 +109,25 @@ def shared_dir() -> Iterator[Path]:
 def test_a_host_running_as_nobody_confines_its_worker(shared_dir: Path) -> None:
     python = _interpreter()
     nobody = pwd.getpwnam("nobody")
-    # helixhooks and its dependencies, from where this interpreter found them.
-    roots = {str(Path(module.__file__).resolve().parents[1]) for module in (hh, pluggy)}  # type: ignore[arg-type]
+    # helixhooks and its dependencies, copied where nobody can read them (a tox env, say, may be
+    # private to its owner).
+    import attr
     import attrs
     import packaging
     import watchdog
 
-    roots |= {str(Path(m.__file__).resolve().parents[1]) for m in (attrs, packaging, watchdog)}  # type: ignore[arg-type]
-    env = {"PYTHONPATH": os.pathsep.join(sorted(roots)), "HOST_SECRET": "s3cret"}
+    site = shared_dir / "site"
+    for module in (hh, pluggy, attr, attrs, packaging, watchdog):
+        package = Path(module.__file__).resolve().parent  # type: ignore[arg-type]
+        shutil.copytree(package, site / package.name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("helixhooks", "pluggy", "attrs", "packaging", "watchdog"):  # versions are read
+        dist = importlib.metadata.distribution(name)
+        found = Path(str(dist.locate_file(""))).glob(f"{name}-{dist.version}.dist-info")
+        for info in found:
+            shutil.copytree(info, site / info.name)
+    env = {"PYTHONPATH": str(site), "HOST_SECRET": "s3cret"}
     if not _nobody_runs([python, "-c", "import helixhooks, pluggy, attrs, watchdog"], env=env):
-        pytest.skip(f"nobody cannot read helixhooks or its dependencies in {sorted(roots)}")
+        pytest.skip(f"nobody cannot import helixhooks and its dependencies from {site}")
     plugin = shared_dir / "plugins" / "evil"
     plugin.mkdir(parents=True)
     (plugin / "plugin.toml").write_text(
