@@ -177,7 +177,9 @@ def _install() -> None:
 
 def _tagging_start(start: Callable[[threading.Thread], None]) -> Callable[[threading.Thread], None]:
     def tagged_start(self: threading.Thread) -> None:
-        if _engaged:
+        # Only a thread not started yet: start() refuses the others (the host's main thread
+        # among them), which must not be tagged as the plugin's on the way.
+        if _engaged and self.ident is None:
             _tag(self, sys._getframe(0).f_back)
         start(self)
 

@@ -291,3 +291,29 @@ def test_a_plugin_imports_modules_whose_bytecode_it_may_not_write(
     assert "denied" not in done.stderr
     assert not list(cache.rglob("minidom*.pyc")), "the plugin planted bytecode"
     assert list(cache.rglob("json*")), "the host's own bytecode is cached as usual"
+
+
+def test_starting_the_host_s_running_thread_does_not_make_it_the_plugin_s(
+    plugins: Path, tmp_path: Path, make_system: Callable[..., hh.PluginSystem]
+) -> None:
+    # start() refuses a thread already running; on the way, it must not be tagged as the plugin's
+    # (before 3.12 the guard tags threads in a wrapped Thread.start).
+    write_plugin(
+        plugins,
+        "starter",
+        """
+        import threading
+        import helixhooks as hh
+
+        class Plugin:
+            @hh.hookimpl
+            def act(self, path):
+                threading.main_thread().start()
+        """,
+    )
+    system = make_system()
+    with system:
+        with pytest.raises(RuntimeError, match="only be started once"):
+            system.hook.act(path="unused")
+        (tmp_path / "host.txt").write_text("the host's own write")
+    assert (tmp_path / "host.txt").read_text() == "the host's own write"
