@@ -31,7 +31,11 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from _report import print_results, result
+
+from helixhooks.isolation.confine import LAYERS
 
 CONFINE = Path(__file__).resolve().parents[1] / "helixhooks" / "isolation" / "confine.py"
 LOAD = (
@@ -47,16 +51,6 @@ TIMED = LOAD + (
     "print(json.dumps([time.perf_counter() - start, report]))\n"
 )
 APPLY = LOAD + "confine.apply(policy)\n"
-LAYERS = (
-    "pdeathsig",
-    "namespaces",
-    "landlock-fs",
-    "landlock-net",
-    "landlock-scope",
-    "rlimits",
-    "processes",
-    "seccomp",
-)
 LIMITS = {
     "memory_mb": 1024,
     "cpu_seconds": 60,

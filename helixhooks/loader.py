@@ -57,7 +57,7 @@ from .versioning import parse_constraint
 
 if TYPE_CHECKING:
     from ._guard import PluginGuard
-    from .isolation.proxy import CrashHandler
+    from .isolation.proxy import CrashHandler, ProcessPlugin
     from .metrics import Metrics
 
 HookspecNamespace = type | types.ModuleType
@@ -567,11 +567,18 @@ def phase_timeout(config: Config, info: PluginInfo) -> float:
     return config.load_timeout + (WORKER_GRACE if isolated(config, info) else 0.0)
 
 
+def process_plugin(plugin: object) -> ProcessPlugin | None:
+    """``plugin`` if it is a process plugin's proxy. Asks only once the process tier is loaded:
+    hosts without process plugins never import it."""
+    proxy = sys.modules.get("helixhooks.isolation.proxy")
+    return plugin if proxy is not None and isinstance(plugin, proxy.ProcessPlugin) else None
+
+
 def _end_worker(plugin: object) -> None:
     """A process plugin's worker ends with its generation (never under _LOAD_LOCK: it waits)."""
-    proxy = sys.modules.get("helixhooks.isolation.proxy")
-    if proxy is not None and isinstance(plugin, proxy.ProcessPlugin):
-        plugin.close()
+    proxy = process_plugin(plugin)
+    if proxy is not None:
+        proxy.close()
 
 
 def _package(candidate: PluginCandidate) -> str:

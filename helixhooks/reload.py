@@ -44,7 +44,7 @@ from .errors import (
 )
 from .health import verdict
 from .lifecycle import context_for
-from .loader import isolated
+from .loader import process_plugin
 from .plugin import PluginCandidate, PluginContext, PluginEvent, PluginState
 from .versioning import parse_constraint
 
@@ -161,10 +161,10 @@ def _replace_serving(
 
 def _check_worker(life: LifecycleManager, new: LoadedPlugin, ctx: PluginContext) -> Steps[None]:
     """Blue/green for a process plugin: its new worker answers, and is healthy, before it serves."""
-    ping = getattr(new.plugin, "ping", None)
-    if not isolated(life.config, new.info) or ping is None:
+    proxy = process_plugin(new.plugin)
+    if proxy is None:
         return
-    ping()
+    proxy.ping()
     if new.gen.implements("helix_health_check"):
         results, _ = yield from life.hook_steps(new, "health_check", ctx=ctx)
         healthy, message = verdict(list(results) if isinstance(results, list) else [results])

@@ -7,7 +7,6 @@ import importlib
 import importlib.util
 import logging
 import os
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,7 +24,7 @@ from .discovery import Discovery
 from .errors import HelixError, LifecycleError, LoadError, PermissionDenied, ReloadError
 from .health import HealthChecker, HealthMonitor, HealthStatus
 from .lifecycle import LifecycleManager
-from .loader import Loader, isolated
+from .loader import Loader, isolated, process_plugin
 from .metrics import Metrics, PluginStats
 from .plugin import PluginCandidate, PluginEvent, PluginInfo, PluginState, Problem, deliver
 from .registry import PluginRecord, Registry
@@ -454,11 +453,8 @@ class PluginHandle:
     def layers(self) -> dict[str, str] | None:
         """A process plugin's confinement layers, as its worker reported them (each "active",
         "not needed" or "unavailable: why"); None for a plugin running in the host's process."""
-        plugin = self._record.plugin
-        proxy = sys.modules.get("helixhooks.isolation.proxy")
-        if proxy is None or not isinstance(plugin, proxy.ProcessPlugin):
-            return None
-        return dict(plugin.layers)
+        proxy = process_plugin(self._record.plugin)
+        return None if proxy is None else dict(proxy.layers)
 
     def health(self) -> HealthStatus:
         return self._system.health_checker.check(self.name)
